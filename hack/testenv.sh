@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# The local environment: etcd, kube-apiserver, kube-controller-manager, a pod runner and an
+# Apache Kafka broker (KRaft), all on 127.0.0.1, with their data in .testenv/ (throwaway).
+#
+#   hack/testenv.sh up [all|kafka|kube]   build what is missing (cached), start, wait until ready
+#   hack/testenv.sh down                  stop everything we started and remove the data
+#   hack/testenv.sh status                which components run
+#   hack/testenv.sh kafka-stop|kafka-start|apiserver-stop|apiserver-start   (fault injection)
+#
+# Afterwards `source .testenv/env` gives KUBECONFIG, KAFKA_BOOTSTRAP_SERVERS and PATH.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+# shellcheck source=hack/versions.sh
+source "$here/versions.sh"
+
+state="${CSVKAFKA_TESTENV:-$root/.testenv}"
+bin="$KUBE_CACHE/bin"
+python="${PYTHON:-$root/.venv/bin/python}"
+
+ETCD_PORT=32379
+ETCD_PEER_PORT=32380
+APISERVER_PORT=36443
+KCM_PORT=30257
+KAFKA_PORT=39092
+KAFKA_CONTROLLER_PORT=39093
+
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+pidfile() { echo "$state/run/$1.pid"; }
+
+running() {
+  local f
+  f="$(pidfile "$1")"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# start NAME CMD...: runs CMD in its own session (so `stop` can take its whole group) with its
+# output in .testenv/logs/NAME.log.
+start() {
+  local name="$1"; shift
+  if running "$name"; then return 0; fi
+  mkdir -p "$state/run" "$state/logs"
+  setsid "$@" >>"$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$(pidfile "$name")"
+}
+
+stop() {
+  local name="$1" f pid i
+  f="$(pidfile "$name")"
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# wait_for WHAT SECONDS CMD...: polls CMD until it succeeds.
+wait_for() {
+  local what="$1" secs="$2" i; shift 2
+  for i in $(seq 1 $((secs * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "timed out after ${secs}s waiting for $what; logs in $state/logs/" >&2
+  return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+certs() {
+  local d="$state/pki"
+  [ -f "$d/admin.crt" ] && return 0
+  mkdir -p "$d"
+  log "generating certificates and the service-account signing key"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=csvkafka-testenv-ca" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    cat >server.ext <<EOF
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+extendedKeyUsage=serverAuth
+EOF
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout server.key -out server.csr 2>/dev/null
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    echo "extendedKeyUsage=clientAuth" >client.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=testenv-admin" \
+      -keyout admin.key -out admin.csr 2>/dev/null
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out admin.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+kubeconfig() {
+  local kc="$state/kubeconfig"
+  cat >"$kc" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 <"$state/pki/admin.crt")
+    client-key-data: $(base64 -w0 <"$state/pki/admin.key")
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: admin}
+current-context: testenv
+EOF
+  chmod 600 "$kc"
+}
+
+write_env() {
+  cat >"$state/env" <<EOF
+export KUBECONFIG="$state/kubeconfig"
+export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+export CSVKAFKA_TESTENV="$state"
+export CSVKAFKA_KAFKA_LIBS="$KAFKA_CACHE/libs"
+export PATH="$bin:$root/.venv/bin:\$PATH"
+EOF
+}
+
+start_etcd() {
+  start etcd "$bin/etcd" --name testenv --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "testenv=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls "http://127.0.0.1:32381" \
+    --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
+}
+
+apiserver_start() {
+  # Flags after controller-runtime's envtest, plus RBAC, a service-account issuer and the
+  # PodSecurity admission (on by default) so the restricted level can be enforced per namespace.
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --cert-dir "$state/pki" \
+    --tls-cert-file "$state/pki/server.crt" --tls-private-key-file "$state/pki/server.key" \
+    --client-ca-file "$state/pki/ca.crt" \
+    --authorization-mode RBAC --anonymous-auth=false \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$state/pki/sa.pub" \
+    --service-account-signing-key-file "$state/pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --allow-privileged=true \
+    --endpoint-reconciler-type none \
+    --storage-backend etcd3 \
+    --profiling=false
+  wait_for "kube-apiserver" 90 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get --raw /readyz
+}
+
+start_kcm() {
+  # nodelifecycle is off: the pod runner's node has no real kubelet behind it to evict pods from.
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig "$state/kubeconfig" \
+    --authentication-kubeconfig "$state/kubeconfig" --authorization-kubeconfig "$state/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+    --leader-elect=false \
+    --service-account-private-key-file "$state/pki/sa.key" \
+    --root-ca-file "$state/pki/ca.crt" \
+    --cluster-signing-cert-file "$state/pki/ca.crt" --cluster-signing-key-file "$state/pki/ca.key" \
+    --controllers '*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+    --concurrent-job-syncs 10 --concurrent-gc-syncs 10
+}
+
+kafka_start() {
+  local cfg="$state/kafka/server.properties"
+  if [ ! -f "$cfg" ]; then
+    mkdir -p "$state/kafka/data"
+    cat >"$cfg" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$state/kafka/data
+num.partitions=6
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+message.max.bytes=104857600
+log.retention.hours=24
+log.segment.bytes=268435456
+EOF
+    local id
+    id="$(java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+    java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$cfg" >"$state/logs/kafka-format.log" 2>&1
+  fi
+  cat >"$state/kafka/log4j2.yaml" <<EOF
+Configuration:
+  Appenders:
+    Console: {name: STDOUT, PatternLayout: {pattern: "[%d] %p %m (%c)%n"}}
+  Loggers:
+    Root: {level: WARN, AppenderRef: [{ref: STDOUT}]}
+    Logger: [{name: kafka.server.KafkaServer, level: INFO}, {name: kafka.server.KafkaRaftServer, level: INFO}]
+EOF
+  start kafka java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$state/kafka/log4j2.yaml" \
+    -cp "$KAFKA_CACHE/libs/*" kafka.Kafka "$cfg"
+  wait_for "kafka" 90 port_open "$KAFKA_PORT"
+}
+
+start_runner() {
+  start podrunner "$python" "$here/podrunner.py" --kubeconfig "$state/kubeconfig" \
+    --node-name testenv-node --state-dir "$state" --python "$python"
+}
+
+up() {
+  local what="${1:-all}" t0=$SECONDS
+  mkdir -p "$state/logs" "$state/run"
+  case "$what" in all|kafka)
+    bash "$here/build-kafka.sh"
+    log "starting kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
+    kafka_start
+  esac
+  case "$what" in all|kube)
+    bash "$here/build-kube.sh"
+    certs
+    kubeconfig
+    log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
+    start_etcd
+    wait_for "etcd" 30 port_open "$ETCD_PORT"
+    log "starting kube-apiserver $KUBE_VERSION on 127.0.0.1:$APISERVER_PORT"
+    apiserver_start
+    log "starting kube-controller-manager and the pod runner"
+    start_kcm
+    start_runner
+    wait_for "the default ServiceAccount" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" -n default get serviceaccount default
+    wait_for "the pod runner's node" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get node testenv-node
+  esac
+  write_env
+  log "ready in $((SECONDS - t0))s: source $state/env"
+}
+
+down() {
+  local name
+  for name in podrunner kube-controller-manager kube-apiserver etcd kafka; do
+    stop "$name"
+  done
+  # Pod processes run in sessions of their own; the runner kills them, this catches leftovers.
+  pkill -KILL -f -- "$state/pods/" 2>/dev/null || true
+  rm -rf "$state"
+  log "testenv stopped and removed"
+}
+
+status() {
+  local name
+  for name in etcd kube-apiserver kube-controller-manager podrunner kafka; do
+    if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up "${2:-all}" ;;
+  down) down ;;
+  status) status ;;
+  kafka-stop) stop kafka ;;
+  kafka-start) kafka_start ;;
+  apiserver-stop) stop kube-apiserver ;;
+  apiserver-start) apiserver_start ;;
+  *) echo "usage: $0 up [all|kafka|kube] | down | status | kafka-stop | kafka-start | apiserver-stop | apiserver-start" >&2; exit 2 ;;
+esac

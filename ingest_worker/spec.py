@@ -1,0 +1,273 @@
+"""The CsvIngestion spec and status: one source of truth for the worker, the operator and the CRD.
+
+The CRD in ``crds/`` is generated from these models (``python -m ingest_operator.crdgen``), and a
+test fails when the committed file is stale. Field names are camelCase on the wire (Kubernetes
+style) and snake_case in Python; every field has a description so ``kubectl explain`` documents it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase dict as it appears in the resource (defaults included)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class SecretRef(_Model):
+    """A Secret in the ingestion's namespace."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    """Name of the Secret."""
+
+
+class Compression(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    GZIP = "gzip"
+    BZ2 = "bz2"
+    ZSTD = "zstd"
+
+
+class OnSourceChange(StrEnum):
+    FAIL = "Fail"
+    RESTART = "Restart"
+
+
+class Source(_Model):
+    """Where the CSV file is."""
+
+    url: str = Field(min_length=1)
+    """URL of the file: a path on a mounted volume, file://, s3://, gs://, azure://, http(s)://."""
+    secret_ref: SecretRef | None = None
+    """Secret with the credentials for the source, in the cloud's conventional keys
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL;
+    GOOGLE_APPLICATION_CREDENTIALS_JSON; AZURE_STORAGE_CONNECTION_STRING). Without it the
+    cloud SDK's default chain (workload identity) is used."""
+    compression: Compression = Compression.AUTO
+    """Compression of the file; auto detects it from the extension (.gz, .bz2, .zst)."""
+    expected_version: str | None = None
+    """If set, the object's version (S3 version id or ETag, GCS generation, Azure ETag) must
+    equal this, or the ingestion fails."""
+    on_change: OnSourceChange = OnSourceChange.FAIL
+    """What to do when the object changed since the first attempt: Fail, or Restart from zero."""
+
+
+class ColumnType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"
+
+
+class CsvFormat(_Model):
+    """The CSV dialect of the file."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    """Field delimiter, one character."""
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    """Quote character, one character. A quote inside a quoted field is doubled."""
+    escape_char: str | None = Field(default=None, min_length=1, max_length=1)
+    """Escape character, if the file uses one instead of doubled quotes."""
+    header: bool = True
+    """Whether the first record is a header naming the columns."""
+    columns: list[str] | None = Field(default=None, min_length=1)
+    """Column names. Required when header is false; when header is true they override it."""
+    encoding: str = "utf-8"
+    """Text encoding of the file. A UTF-8 byte-order mark is skipped."""
+    column_types: dict[str, ColumnType] = Field(default_factory=dict)
+    """Type of each named column (others stay strings). A value that does not convert makes
+    its row a bad row."""
+
+
+class Kafka(_Model):
+    """Where the rows go."""
+
+    bootstrap_servers: str = Field(min_length=1)
+    """Comma-separated host:port list of Kafka brokers."""
+    topic: str = Field(pattern=TOPIC_PATTERN)
+    """Topic that receives one message per row."""
+    key_columns: list[str] = Field(default_factory=list)
+    """Columns whose values form the message key (joined with '|'); none means no key."""
+    dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
+    """Topic that receives bad rows as raw bytes, with the reason and line number in headers."""
+    include_metadata: bool = True
+    """Add _source, _line and _id (a deterministic event id) to each message's JSON value."""
+    producer_properties: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka producer properties (compression.type, linger.ms, security.protocol,
+    ...). They override the worker's defaults."""
+    secret_ref: SecretRef | None = None
+    """Secret whose keys are librdkafka properties (sasl.username, sasl.password, ssl.ca.pem,
+    ...), for SASL/TLS."""
+    retry_budget_seconds: int = Field(default=300, ge=1)
+    """How long delivery to Kafka may keep failing (retried with exponential backoff and jitter)
+    before the ingestion fails."""
+
+
+class Checkpoint(_Model):
+    """How often progress is saved. A checkpoint never passes an unacknowledged row."""
+
+    every_rows: int = Field(default=100_000, ge=1)
+    """Save a checkpoint at most every this many rows."""
+    every_seconds: int = Field(default=5, ge=1)
+    """Save a checkpoint at least every this many seconds while rows flow."""
+
+
+class ErrorPolicy(_Model):
+    """When bad rows should fail the ingestion. By default they never do."""
+
+    max_errors: int | None = Field(default=None, ge=0)
+    """Fail once more than this many rows are bad."""
+    max_error_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Fail once the ratio of bad rows to rows read exceeds this (checked after 1000 rows)."""
+
+
+class Worker(_Model):
+    """The worker Job."""
+
+    image: str | None = None
+    """Container image of the worker; defaults to the operator's."""
+    parallelism: int = Field(default=2, ge=1, le=64)
+    """Number of parsing and producing processes in the worker's pool."""
+    resources: dict[str, dict[str, str]] | None = None
+    """Compute resources of the worker container (requests, limits)."""
+    backoff_limit: int = Field(default=6, ge=0)
+    """How many failed pods the Job tolerates before the attempt fails."""
+    service_account_name: str | None = None
+    """ServiceAccount to run as instead of the one the operator creates (for workload identity)."""
+
+
+class CsvIngestionSpec(_Model):
+    """Desired state of a CsvIngestion: which file goes into which topic, and how."""
+
+    source: Source
+    """Where the CSV file is."""
+    kafka: Kafka
+    """Where the rows go."""
+    format: CsvFormat = Field(default_factory=CsvFormat)
+    """The CSV dialect."""
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    """Checkpoint interval."""
+    errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
+    """Error policy for bad rows."""
+    worker: Worker = Field(default_factory=Worker)
+    """The worker Job."""
+    retry: int = Field(default=0, ge=0)
+    """Change (bump) this to retry a Failed ingestion; any other spec edit also retries."""
+    suspend: bool = False
+    """Stop the worker and keep the checkpoint; set back to false to resume."""
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class CheckpointStatus(_Model):
+    """The last saved checkpoint: every row before it is acknowledged by Kafka."""
+
+    byte_offset: int = Field(default=0, ge=0)
+    """Byte offset in the (uncompressed) file of the first row not yet known to be delivered."""
+    row: int = Field(default=0, ge=0)
+    """Number of data rows before byteOffset (good and bad)."""
+    line: int = Field(default=1, ge=1)
+    """Physical line number (1-based) of the record at byteOffset."""
+    time: str | None = None
+    """When it was saved (RFC 3339)."""
+
+
+# --- Status ---------------------------------------------------------------------------------
+# Written by two parties through the status subresource, each owning its own fields: the operator
+# (phase, run, jobName, conditions, times, message) and the worker (checkpoint, counters,
+# progress, attempts, sourceVersion, lastError). Small and scalar: etcd objects stay small.
+
+WORKER_EXIT_FATAL = 3
+"""Exit code of a worker that hit an error no retry can fix (missing source, bad credentials):
+the Job's podFailurePolicy fails the attempt at once instead of retrying the pod."""
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(min_length=1, max_length=316)
+    """Type of the condition: Ready, Progressing or Failed."""
+    status: ConditionStatus
+    """Status of the condition: True, False or Unknown."""
+    reason: str = Field(default="", max_length=1024)
+    """One-word CamelCase reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable detail of the last transition."""
+    last_transition_time: str | None = None
+    """When the status of the condition last changed (RFC 3339)."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The .metadata.generation the condition was set from."""
+
+
+class CsvIngestionStatus(_Model):
+    """Observed state of a CsvIngestion."""
+
+    phase: Phase | None = None
+    """Lifecycle phase: Pending, InProgress, Completed or Failed."""
+    message: str | None = None
+    """What is happening, or why the ingestion failed."""
+    checkpoint: CheckpointStatus | None = None
+    """The last saved checkpoint; a new attempt resumes from here."""
+    rows_read: int = Field(default=0, ge=0)
+    """Data rows read from the file so far (good and bad), up to the checkpoint."""
+    rows_published: int = Field(default=0, ge=0)
+    """Rows acknowledged by Kafka, up to the checkpoint."""
+    rows_failed: int = Field(default=0, ge=0)
+    """Bad rows (sent to the dead-letter topic if one is set), up to the checkpoint."""
+    bytes_read: int = Field(default=0, ge=0)
+    """Bytes of the file read, up to the checkpoint."""
+    bytes_total: int | None = Field(default=None, ge=0)
+    """Size of the file in bytes, when the source reports it."""
+    progress: str | None = None
+    """bytesRead / bytesTotal as a percentage, when the size is known."""
+    start_time: str | None = None
+    """When the first worker started (RFC 3339)."""
+    completion_time: str | None = None
+    """When the ingestion completed (RFC 3339)."""
+    attempts: int = Field(default=0, ge=0)
+    """Worker pods started so far, over all runs (a Job's pod retries included)."""
+    run: int = Field(default=0, ge=0)
+    """Number of the current run: 1 for the first Job, one more for each retry by spec edit or
+    resume after suspend."""
+    job_name: str | None = None
+    """Name of the current run's worker Job."""
+    source_url: str | None = None
+    """The source URL the checkpoint belongs to; a new run with another URL starts from zero."""
+    source_version: str | None = None
+    """The source object's version seen by the first worker (ETag, version id, mtime)."""
+    last_error: str | None = None
+    """The last fatal error reported by a worker of the current run."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The .metadata.generation of the spec the current run was started from."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing and Failed conditions."""
