@@ -2,7 +2,7 @@
 # The local environment: etcd, kube-apiserver, kube-controller-manager, a pod runner and an
 # Apache Kafka broker (KRaft), all on 127.0.0.1, with their data in .testenv/ (throwaway).
 #
-#   hack/testenv.sh up [all|kafka|kube]   build what is missing (cached), start, wait until ready
+#   hack/testenv.sh up [all|kafka|kube|stores]   build what is missing (cached), start, wait until ready
 #   hack/testenv.sh down                  stop everything we started and remove the data
 #   hack/testenv.sh status                which components run
 #   hack/testenv.sh kafka-stop|kafka-start|apiserver-stop|apiserver-start   (fault injection)
@@ -24,6 +24,12 @@ APISERVER_PORT=36443
 KCM_PORT=30257
 KAFKA_PORT=39092
 KAFKA_CONTROLLER_PORT=39093
+S3_PORT=35000
+GCS_PORT=34443
+AZURE_PORT=30100
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURE_ACCOUNT=devstoreaccount1
+AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -101,7 +107,8 @@ EOF
 }
 
 kubeconfig() {
-  local kc="$state/kubeconfig"
+  # Written to a temporary file and renamed: concurrent `up`s must never expose a half file.
+  local kc="$state/kubeconfig.tmp.$$"
   cat >"$kc" <<EOF
 apiVersion: v1
 kind: Config
@@ -121,16 +128,21 @@ contexts:
 current-context: testenv
 EOF
   chmod 600 "$kc"
+  mv -f "$kc" "$state/kubeconfig"
 }
 
 write_env() {
-  cat >"$state/env" <<EOF
+  cat >"$state/env.tmp.$$" <<EOF
 export KUBECONFIG="$state/kubeconfig"
 export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 export CSVKAFKA_TESTENV="$state"
 export CSVKAFKA_KAFKA_LIBS="$KAFKA_CACHE/libs"
+export CSVKAFKA_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+export CSVKAFKA_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
+export CSVKAFKA_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT;"
 export PATH="$bin:$root/.venv/bin:\$PATH"
 EOF
+  mv -f "$state/env.tmp.$$" "$state/env"
 }
 
 start_etcd() {
@@ -174,7 +186,7 @@ start_kcm() {
     --service-account-private-key-file "$state/pki/sa.key" \
     --root-ca-file "$state/pki/ca.crt" \
     --cluster-signing-cert-file "$state/pki/ca.crt" --cluster-signing-key-file "$state/pki/ca.key" \
-    --controllers '*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+    --controllers '*,-nodelifecycle,-nodeipam' \
     --concurrent-job-syncs 10 --concurrent-gc-syncs 10
 }
 
@@ -224,6 +236,19 @@ EOF
   wait_for "kafka" 90 port_open "$KAFKA_PORT"
 }
 
+stores_start() {
+  mkdir -p "$state/gcs" "$state/azurite"
+  start moto "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
+  start fake-gcs-server "$STORES_CACHE/bin/fake-gcs-server" -scheme http -host 127.0.0.1 \
+    -port "$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" -external-url "http://127.0.0.1:$GCS_PORT" \
+    -backend filesystem -filesystem-root "$state/gcs" -log-level warn
+  start azurite "$(command -v node)" "$STORES_CACHE/azurite-$AZURITE_VERSION/node_modules/azurite/dist/src/blob/main.js" \
+    --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" --location "$state/azurite" --skipApiVersionCheck --loose --silent
+  wait_for "moto (S3)" 60 port_open "$S3_PORT"
+  wait_for "fake-gcs-server" 60 port_open "$GCS_PORT"
+  wait_for "azurite" 60 port_open "$AZURE_PORT"
+}
+
 start_runner() {
   start podrunner "$python" "$here/podrunner.py" --kubeconfig "$state/kubeconfig" \
     --node-name testenv-node --state-dir "$state" --python "$python"
@@ -252,13 +277,18 @@ up() {
     wait_for "the default ServiceAccount" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" -n default get serviceaccount default
     wait_for "the pod runner's node" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get node testenv-node
   esac
+  case "$what" in all|stores)
+    bash "$here/build-stores.sh"
+    log "starting object stores: moto (S3) :$S3_PORT, fake-gcs-server :$GCS_PORT, azurite :$AZURE_PORT"
+    stores_start
+  esac
   write_env
   log "ready in $((SECONDS - t0))s: source $state/env"
 }
 
 down() {
   local name
-  for name in podrunner kube-controller-manager kube-apiserver etcd kafka; do
+  for name in podrunner kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
   # Pod processes run in sessions of their own; the runner kills them, this catches leftovers.
@@ -269,7 +299,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager podrunner kafka; do
+  for name in etcd kube-apiserver kube-controller-manager podrunner kafka moto fake-gcs-server azurite; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
 }
@@ -282,5 +312,5 @@ case "${1:-}" in
   kafka-start) kafka_start ;;
   apiserver-stop) stop kube-apiserver ;;
   apiserver-start) apiserver_start ;;
-  *) echo "usage: $0 up [all|kafka|kube] | down | status | kafka-stop | kafka-start | apiserver-stop | apiserver-start" >&2; exit 2 ;;
+  *) echo "usage: $0 up [all|kafka|kube|stores] | down | status | kafka-stop | kafka-start | apiserver-stop | apiserver-start" >&2; exit 2 ;;
 esac

@@ -23,6 +23,8 @@ TESTENV_SCRIPT = ROOT / "hack" / "testenv.sh"
 
 @dataclass(frozen=True)
 class TestEnv:
+    __test__ = False  # not a test class, despite the name
+
     state_dir: Path
     kubeconfig: Path
     kafka_bootstrap: str
