@@ -78,17 +78,27 @@ def main() -> None:
     kubectl("apply", "-f", str(ROOT / "crds" / "csvingestion.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/csvingestions.csvkafka.io")
     kubectl("create", "namespace", NAMESPACE, check=False)
-    kubectl("label", "--overwrite", "namespace", NAMESPACE,
-            "pod-security.kubernetes.io/enforce=restricted")
+    kubectl(
+        "label",
+        "--overwrite",
+        "namespace",
+        NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
     kubectl("-n", NAMESPACE, "delete", "csvingestion", NAME, "--ignore-not-found", "--wait=true")
 
     print("==> starting the operator (a local process here; a Deployment in a cluster)")
     log = (state / "logs" / "demo-operator.log").open("a")
     operator = subprocess.Popen(
         [sys.executable, "-m", "ingest_operator"],
-        env={**os.environ, "CSVKAFKA_WATCH_NAMESPACES": NAMESPACE,
-             "CSVKAFKA_METRICS_PORT": "0", "CSVKAFKA_HEALTH_PORT": "0"},
-        stdout=log, stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "CSVKAFKA_WATCH_NAMESPACES": NAMESPACE,
+            "CSVKAFKA_METRICS_PORT": "0",
+            "CSVKAFKA_HEALTH_PORT": "0",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         manifest = {
@@ -98,8 +108,11 @@ def main() -> None:
             "spec": {
                 "source": {"url": str(data)},
                 "format": {"columnTypes": {"quantity": "int", "price": "float"}},
-                "kafka": {"bootstrapServers": bootstrap, "topic": TOPIC,
-                          "keyColumns": ["order_id"]},
+                "kafka": {
+                    "bootstrapServers": bootstrap,
+                    "topic": TOPIC,
+                    "keyColumns": ["order_id"],
+                },
                 "checkpoint": {"everyRows": 50_000, "everySeconds": 1},
             },
         }
@@ -109,8 +122,9 @@ def main() -> None:
         while time.monotonic() - started < 600:
             out = kubectl("-n", NAMESPACE, "get", "csvingestions")
             print(out.splitlines()[-1] if phase else out.rstrip(), flush=True)
-            phase = kubectl("-n", NAMESPACE, "get", "csvingestion", NAME,
-                            "-o", "jsonpath={.status.phase}")
+            phase = kubectl(
+                "-n", NAMESPACE, "get", "csvingestion", NAME, "-o", "jsonpath={.status.phase}"
+            )
             if phase in ("Completed", "Failed"):
                 break
             time.sleep(1)
@@ -119,13 +133,17 @@ def main() -> None:
             "status"
         ]
         print(f"==> phase {status.get('phase')}: {status.get('message', '')}")
-        print(f"    rows published {status.get('rowsPublished')}, failed {status.get('rowsFailed')},"
-              f" checkpoint {status.get('checkpoint')}")
+        print(
+            f"    rows published {status.get('rowsPublished')}, failed {status.get('rowsFailed')},"
+            f" checkpoint {status.get('checkpoint')}"
+        )
         print(f"==> topic {TOPIC} holds {topic_size(bootstrap):,} messages")
         if status.get("phase") != "Completed":
             sys.exit(1)
-        print("\nThe environment stays up: `source .testenv/env` and try kubectl yourself;"
-              " `make testenv-down` stops it.")
+        print(
+            "\nThe environment stays up: `source .testenv/env` and try kubectl yourself;"
+            " `make testenv-down` stops it."
+        )
     finally:
         operator.terminate()
         operator.wait(timeout=30)

@@ -291,8 +291,16 @@ down() {
   for name in podrunner kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
-  # Pod processes run in sessions of their own; the runner kills them, this catches leftovers.
-  pkill -KILL -f -- "$state/pods/" 2>/dev/null || true
+  # Pod processes run in sessions of their own; the runner kills them on SIGTERM. A runner that
+  # died leaves "pid starttime" files behind: kill those processes if they are still the same.
+  local f pid start
+  for f in "$state"/pods/*/pid; do
+    [ -f "$f" ] || continue
+    read -r pid start <"$f" || continue
+    if [ "$(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null)" = "$start" ]; then
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$state"
   log "testenv stopped and removed"
 }

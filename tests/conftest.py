@@ -119,8 +119,10 @@ def consume_topic(
         partitions = sorted(md.partitions)
         deadline = time.monotonic() + timeout
         while True:
-            highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                     for p in partitions}
+            highs = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions
+            }
             if sum(highs.values()) >= expected or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -193,7 +195,7 @@ def apiserver_control(testenv: TestEnv) -> Iterator[ComponentControl]:
 
 @pytest.fixture(scope="session")
 def kube_api(testenv: TestEnv):  # type: ignore[no-untyped-def]
-    from kubernetes import client, config
+    from kubernetes import config
 
     return config.new_client_from_config(config_file=str(testenv.kubeconfig))
 

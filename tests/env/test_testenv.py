@@ -87,8 +87,14 @@ def test_crd_with_status_subresource(kubectl: Kubectl, namespace: str) -> None:
                         "openAPIV3Schema": {
                             "type": "object",
                             "properties": {
-                                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
-                                "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                },
+                                "status": {
+                                    "type": "object",
+                                    "properties": {"ok": {"type": "boolean"}},
+                                },
                             },
                         }
                     },
@@ -99,12 +105,27 @@ def test_crd_with_status_subresource(kubectl: Kubectl, namespace: str) -> None:
     kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
         kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
-        widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"},
-                  "spec": {"size": 3}}
+        widget = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"size": 3},
+        }
         kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(widget))
-        kubectl("-n", namespace, "patch", f"widgets.{group}", "w1", "--subresource=status",
-                "--type=merge", "-p", '{"status": {"ok": true}}')
-        got = json.loads(kubectl("-n", namespace, "get", f"widgets.{group}", "w1", "-o", "json").stdout)
+        kubectl(
+            "-n",
+            namespace,
+            "patch",
+            f"widgets.{group}",
+            "w1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status": {"ok": true}}',
+        )
+        got = json.loads(
+            kubectl("-n", namespace, "get", f"widgets.{group}", "w1", "-o", "json").stdout
+        )
         assert got["spec"] == {"size": 3}
         assert got["status"] == {"ok": True}
     finally:
@@ -114,21 +135,33 @@ def test_crd_with_status_subresource(kubectl: Kubectl, namespace: str) -> None:
 def test_job_completes_through_the_job_controller(
     kubectl: Kubectl, namespace: str, testenv: TestEnv
 ) -> None:
-    kubectl("-n", namespace, "apply", "-f", "-", input=job_manifest("ok", "print('hello from a pod')"))
+    kubectl(
+        "-n", namespace, "apply", "-f", "-", input=job_manifest("ok", "print('hello from a pod')")
+    )
     job = wait_for_job(kubectl, namespace, "ok")
     assert job["status"].get("succeeded") == 1
-    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "job-name=ok", "-o", "json").stdout)
+    pods = json.loads(
+        kubectl("-n", namespace, "get", "pods", "-l", "job-name=ok", "-o", "json").stdout
+    )
     (pod,) = pods["items"]
     assert pod["status"]["phase"] == "Succeeded"
     assert "hello from a pod" in testenv.pod_log(namespace, pod["metadata"]["name"]).read_text()
 
 
 def test_failing_job_honours_backoff_limit(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("-n", namespace, "apply", "-f", "-",
-            input=job_manifest("bad", "import sys; sys.exit(3)", backoff_limit=1))
+    kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        input=job_manifest("bad", "import sys; sys.exit(3)", backoff_limit=1),
+    )
     job = wait_for_job(kubectl, namespace, "bad", timeout=120)
     assert job["status"].get("failed") == 2
-    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "job-name=bad", "-o", "json").stdout)
+    pods = json.loads(
+        kubectl("-n", namespace, "get", "pods", "-l", "job-name=bad", "-o", "json").stdout
+    )
     assert len(pods["items"]) == 2
     for pod in pods["items"]:
         assert pod["status"]["phase"] == "Failed"
@@ -148,8 +181,16 @@ def test_pod_runs_with_its_service_account_identity(
     )
     kubectl("-n", namespace, "apply", "-f", "-", input=job_manifest("who", code))
     wait_for_job(kubectl, namespace, "who")
-    pod = kubectl("-n", namespace, "get", "pods", "-l", "job-name=who", "-o",
-                  "jsonpath={.items[0].metadata.name}").stdout
+    pod = kubectl(
+        "-n",
+        namespace,
+        "get",
+        "pods",
+        "-l",
+        "job-name=who",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ).stdout
     log = testenv.pod_log(namespace, pod).read_text()
     assert f"system:serviceaccount:{namespace}:default" in log
     assert "SECRETS-RC 1" in log  # RBAC applies: the default ServiceAccount may not list secrets
