@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
@@ -46,6 +46,15 @@ class Compression(StrEnum):
     ZSTD = "zstd"
 
 
+class SourceVolume(_Model):
+    """A PersistentVolumeClaim mounted read-only into the worker, for a file on a volume."""
+
+    claim_name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    """Name of the PersistentVolumeClaim, in the ingestion's namespace."""
+    mount_path: str = Field(default="/data", pattern=r"^/")
+    """Where the claim is mounted in the worker; source.url is a path under it."""
+
+
 class OnSourceChange(StrEnum):
     FAIL = "Fail"
     RESTART = "Restart"
@@ -55,12 +64,23 @@ class Source(_Model):
     """Where the CSV file is."""
 
     url: str = Field(min_length=1)
-    """URL of the file: a path on a mounted volume, file://, s3://, gs://, azure://, http(s)://."""
+    """URL of the file: s3://bucket/key, gs://bucket/object, azure://container/blob,
+    http(s)://..., or a path on a mounted volume (see volume) or file://."""
     secret_ref: SecretRef | None = None
-    """Secret with the credentials for the source, in the cloud's conventional keys
-    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL;
-    GOOGLE_APPLICATION_CREDENTIALS_JSON; AZURE_STORAGE_CONNECTION_STRING). Without it the
-    cloud SDK's default chain (workload identity) is used."""
+    """Secret with the credentials for the source, in the cloud's conventional keys, handed to
+    the worker as environment variables (and mounted at /var/run/csvkafka/source-secret):
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL;
+    GOOGLE_APPLICATION_CREDENTIALS_JSON (a service-account key), or GOOGLE_APPLICATION_CREDENTIALS
+    naming a key file of the Secret under that mount; AZURE_STORAGE_CONNECTION_STRING, or
+    AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN; HTTP_BEARER_TOKEN,
+    or HTTP_USERNAME and HTTP_PASSWORD. Without it the cloud SDK's default chain (workload
+    identity) is used."""
+    volume: SourceVolume | None = None
+    """A PersistentVolumeClaim holding the file, mounted read-only; url is a path under its
+    mountPath."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Endpoint of an S3-compatible store (MinIO, Ceph, ...) or of a GCS emulator; the cloud's
+    public endpoint when unset."""
     compression: Compression = Compression.AUTO
     """Compression of the file; auto detects it from the extension (.gz, .bz2, .zst)."""
     expected_version: str | None = None
@@ -68,6 +88,15 @@ class Source(_Model):
     equal this, or the ingestion fails."""
     on_change: OnSourceChange = OnSourceChange.FAIL
     """What to do when the object changed since the first attempt: Fail, or Restart from zero."""
+
+    @model_validator(mode="after")
+    def _path_on_the_volume(self) -> Source:
+        if self.volume is not None:
+            path = self.url.removeprefix("file://")
+            root = self.volume.mount_path.rstrip("/") + "/"
+            if not path.startswith(root):
+                raise ValueError(f"url {self.url} is not under volume.mountPath {root}")
+        return self
 
 
 class ColumnType(StrEnum):

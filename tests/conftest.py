@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,44 +105,10 @@ def consume_topic(
     returns every message up to the high watermarks: duplicates and extras included, so callers
     can assert exact counts.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique_name("verify"),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
-    )
-    try:
-        md = consumer.list_topics(topic, timeout=10).topics[topic]
-        partitions = sorted(md.partitions)
-        deadline = time.monotonic() + timeout
-        while True:
-            highs = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions
-            }
-            if sum(highs.values()) >= expected or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        remaining = {p: h for p, h in highs.items() if h > 0}
-        out: list[Message] = []
-        read_deadline = time.monotonic() + max(timeout, 30.0)
-        while remaining and time.monotonic() < read_deadline:
-            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
-                if msg.error() is not None:
-                    continue
-                out.append(msg)
-                p, off = msg.partition(), msg.offset()
-                if p in remaining and off is not None and off + 1 >= remaining[p]:
-                    del remaining[p]
-        if remaining:
-            raise TimeoutError(f"could not read {topic} to its end: {remaining}")
-        return out
-    finally:
-        consumer.close()
+    from ingest_worker.verify import consume
+
+    messages: list[Message] = consume(bootstrap, topic, timeout=timeout, min_messages=expected)
+    return messages
 
 
 @pytest.fixture

@@ -1,0 +1,332 @@
+"""Benchmark: kcat (raw lines) vs the naive Python loop vs csv-ingest, side by side, one run.
+
+    python bench/bench.py                      # 1,000,000 rows (~70 MB), all three
+    python bench/bench.py --rows 200000 --only worker
+    python bench/bench.py --rss-scaling        # the worker on 1M and 10M rows: peak RSS
+
+Not a test: it prints figures, asserts nothing. The CSV is generated reproducibly (seeded) and
+cached under ~/.cache/csvkafka/bench. Peak RSS is sampled from /proc every 50 ms over the whole
+process tree (sum), with the largest single process and the sum of PSS (shared pages counted
+once) alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("CSVKAFKA_BENCH_CACHE", Path.home() / ".cache" / "csvkafka" / "bench"))
+PY = sys.executable
+
+# The same producer settings for all three, so the comparison is about the code path.
+PRODUCER = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "compression.type": os.environ.get("BENCH_COMPRESSION", "none"),
+    "linger.ms": os.environ.get("BENCH_LINGER_MS", "5"),
+    "batch.size": "1000000",
+    "batch.num.messages": "10000",
+}
+
+
+def generate(rows: int, seed: int = 42) -> Path:
+    """A CSV of 6 mixed columns: int, text (some quoted, with commas), float, bool, ts, code."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"bench-{rows}-s{seed}.csv"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(seed)
+    words = np.array(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+                      "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"])
+    with tmp.open("w", newline="") as f:
+        f.write("id,name,amount,active,created_at,code\n")
+        block = 100_000
+        for base in range(0, rows, block):
+            n = min(block, rows - base)
+            ids = np.arange(base + 1, base + n + 1)
+            w1 = words[rng.integers(0, len(words), n)]
+            w2 = words[rng.integers(0, len(words), n)]
+            quoted = rng.random(n) < 0.1
+            amount = rng.random(n) * 10000
+            active = rng.random(n) < 0.5
+            secs = rng.integers(1_600_000_000, 1_700_000_000, n)
+            code = rng.integers(0, 16**8, n)
+            ts = np.datetime_as_string(secs.astype("datetime64[s]"), unit="s")
+            lines = []
+            for i in range(n):
+                name = f'"{w1[i]}, {w2[i]}"' if quoted[i] else f"{w1[i]} {w2[i]}"
+                lines.append(
+                    f"{ids[i]},{name},{amount[i]:.2f},{'true' if active[i] else 'false'},"
+                    f"{ts[i]}Z,{code[i]:08x}\n"
+                )
+            f.write("".join(lines))
+    tmp.rename(path)
+    return path
+
+
+# --- RSS sampling over a process tree -------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += _children(p)
+    return seen
+
+
+def _status_kb(pid: int, field: str, file: str = "status") -> int:
+    try:
+        with open(f"/proc/{pid}/{file}") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Peak:
+    rss_sum_kb: int = 0
+    rss_max_kb: int = 0
+    pss_sum_kb: int = 0
+    procs: int = 0
+
+
+def sample(pid: int, peak: Peak, done: threading.Event) -> None:
+    n = 0
+    while not done.is_set():
+        pids = _tree(pid)
+        rss = [_status_kb(p, "VmRSS") for p in pids]
+        peak.rss_sum_kb = max(peak.rss_sum_kb, sum(rss))
+        peak.rss_max_kb = max(peak.rss_max_kb, max(rss, default=0))
+        peak.procs = max(peak.procs, len(pids))
+        if n % 4 == 0:  # smaps_rollup is slower to read
+            pss = sum(_status_kb(p, "Pss", "smaps_rollup") for p in pids)
+            peak.pss_sum_kb = max(peak.pss_sum_kb, pss)
+        n += 1
+        time.sleep(0.05)
+
+
+@dataclass
+class Result:
+    name: str
+    rows: int
+    seconds: float
+    mb: float
+    peak: Peak
+    rc: int
+    cpu_s: float = 0.0
+    """User+system CPU seconds of the contestant's process tree."""
+    broker_cpu_s: float | None = None
+    """CPU seconds the broker spent meanwhile (when its pid is known)."""
+
+    @property
+    def rows_s(self) -> float:
+        return self.rows / self.seconds
+
+
+def broker_pid() -> int | None:
+    """The local broker's pid, from the test environment's status (for its CPU seconds)."""
+    if os.environ.get("BENCH_BROKER_PID"):
+        return int(os.environ["BENCH_BROKER_PID"])
+    try:
+        out = subprocess.run([str(ROOT / "hack" / "testenv.sh"), "status"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if line.startswith("kafka:") and "pid" in line:
+            return int(line.rsplit("pid", 1)[1].strip(" )"))
+    return None
+
+
+def _cpu_of(pid: int | None) -> float:
+    """User+system CPU seconds of a process and its reaped children (from /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+BROKER_PID: int | None = None
+
+
+def run_measured(
+    name: str, cmd: list[str], rows: int, mb: float, env: dict[str, str], cwd: str | None = None
+) -> Result:
+    peak = Peak()
+    done = threading.Event()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b0 = _cpu_of(BROKER_PID)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    th = threading.Thread(target=sample, args=(proc.pid, peak, done), daemon=True)
+    th.start()
+    _, err = proc.communicate()
+    secs = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b1 = _cpu_of(BROKER_PID)
+    done.set()
+    th.join()
+    if proc.returncode != 0:
+        print(f"[{name}] exit {proc.returncode}\n{err.decode()[-2000:]}", file=sys.stderr)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return Result(name, rows, secs, mb, peak, proc.returncode, cpu,
+                  None if BROKER_PID is None else b1 - b0)
+
+
+def ensure_topic(bootstrap: str, partitions: int = 6) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=60)
+    time.sleep(1.0)
+    return name
+
+
+NAIVE = r"""
+import csv, json, sys
+from confluent_kafka import Producer
+path, topic, bootstrap = sys.argv[1:4]
+conf = dict(kv.split("=", 1) for kv in sys.argv[4:])
+conf["bootstrap.servers"] = bootstrap
+p = Producer(conf)
+with open(path, newline="") as f:
+    r = csv.reader(f)
+    header = next(r)
+    for row in r:
+        v = json.dumps(dict(zip(header, row)))
+        while True:
+            try:
+                p.produce(topic, v.encode(), row[0].encode())
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+assert p.flush(60) == 0
+"""
+
+
+def bench_one(
+    kind: str, path: Path, rows: int, bootstrap: str, parallelism: int, baseline: str | None = None
+) -> Result:
+    mb = path.stat().st_size / 1e6
+    topic = ensure_topic(bootstrap)
+    env = dict(os.environ)
+    props = [f"{k}={v}" for k, v in PRODUCER.items()]
+    tree: str | None = None
+    if kind == "kcat":
+        cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-l"]
+        for p in props:
+            cmd += ["-X", p]
+        cmd.append(str(path))
+    elif kind == "naive":
+        cmd = [PY, "-c", NAIVE, str(path), topic, bootstrap, *props]
+    else:
+        ckpt = Path(tempfile.gettempdir()) / f"csvkafka-bench-ckpt-{topic}.json"
+        cmd = [PY, "-m", "ingest_worker", "run", str(path), "--topic", topic,
+               "--bootstrap-servers", bootstrap, "--key", "id", "--checkpoint", str(ckpt),
+               "--parallelism", str(parallelism), "--log-level", "WARNING",
+               *os.environ.get("BENCH_WORKER_ARGS", "").split()]
+        for p in props:
+            cmd += ["--producer-property", p]
+        # "before": the same command from another copy of the package (a before/after run);
+        # run from that directory too, since ``python -m`` puts the cwd first on sys.path.
+        tree = str(baseline if kind == "before" and baseline else ROOT)
+        env["PYTHONPATH"] = tree
+    try:
+        return run_measured(kind, cmd, rows, mb, env, cwd=tree)
+    finally:
+        if kind in ("worker", "before"):
+            ckpt.unlink(missing_ok=True)
+
+
+def report(results: list[Result]) -> None:
+    print(f"{'':8} {'rows/s':>10} {'MB/s':>7} {'secs':>7} {'RSS sum':>9} {'RSS max':>9} "
+          f"{'PSS sum':>9} {'procs':>5} {'CPU s/1M':>9} {'+broker':>8}")
+    for r in results:
+        per_m = 1e6 / r.rows
+        broker = "" if r.broker_cpu_s is None else f"{(r.cpu_s + r.broker_cpu_s) * per_m:8.2f}"
+        print(f"{r.name:8} {r.rows_s:10,.0f} {r.mb / r.seconds:7.1f} {r.seconds:7.2f} "
+              f"{r.peak.rss_sum_kb / 1024:8.0f}M {r.peak.rss_max_kb / 1024:8.0f}M "
+              f"{r.peak.pss_sum_kb / 1024:8.0f}M {r.peak.procs:5d} {r.cpu_s * per_m:9.2f} "
+              f"{broker}" + ("" if r.rc == 0 else f"  (exit {r.rc})"))
+    by = {r.name: r for r in results}
+    for mine in ("worker", "before"):
+        if mine in by:
+            for other in ("kcat", "naive", "before"):
+                if other in by and other != mine:
+                    print(f"{mine}/{other}: {by[mine].rows_s / by[other].rows_s:.2f}x rows/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--only", action="append", choices=["kcat", "naive", "worker", "before"])
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run 'before': the worker from DIR (a copy of an older package tree)")
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--rss-scaling", action="store_true",
+                    help="run the worker on 1M and 10M rows and compare peak RSS")
+    ap.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
+                                                                  "127.0.0.1:39092"))
+    args = ap.parse_args()
+    global BROKER_PID
+    BROKER_PID = broker_pid()
+    if args.rss_scaling:
+        results = []
+        for n in (1_000_000, 10_000_000):
+            path = generate(n)
+            r = bench_one("worker", path, n, args.bootstrap_servers, args.parallelism)
+            r.name = f"{n // 1_000_000}M"
+            results.append(r)
+        report(results)
+        a, b = results
+        print(f"peak RSS sum 10M/1M: {b.peak.rss_sum_kb / a.peak.rss_sum_kb:.3f}")
+        return
+    path = generate(args.rows)
+    print(f"file: {path} ({path.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows), "
+          f"broker {args.bootstrap_servers}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print("producer settings (all three):", " ".join(f"{k}={v}" for k, v in PRODUCER.items()))
+    kinds = args.only or ["kcat", "naive", *(["before"] if args.baseline else []), "worker"]
+    print("CPU s/1M: user+sys seconds of the contestant per million rows; +broker: with the "
+          f"broker's CPU meanwhile (pid {BROKER_PID})")
+    results = [bench_one(k, path, args.rows, args.bootstrap_servers, args.parallelism,
+                         args.baseline) for k in kinds]
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

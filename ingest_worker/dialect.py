@@ -1,0 +1,267 @@
+"""The CSV dialect and the row layout, resolved once from the spec and the file's header.
+
+Everything here is plain Python (no polars): the main process uses it to read the header and to
+cut records for dialects the vectorised scan cannot handle; the workers receive the resulting
+:class:`Layout` (picklable) and turn chunks into messages with it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from ingest_worker.scan import find_boundaries
+
+if TYPE_CHECKING:  # the worker processes never import pydantic
+    from ingest_worker.spec import CsvFormat
+
+# Column types (the values of spec.ColumnType, a StrEnum, so both compare equal).
+STRING, INT, FLOAT, BOOL, TIMESTAMP = "string", "int", "float", "bool", "timestamp"
+
+BOM = codecs.BOM_UTF8
+
+INT_RE = r"^[+-]?[0-9]+$"
+FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+TIMESTAMP_RE = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?)?"
+    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_INT = re.compile(INT_RE)
+_FLOAT = re.compile(FLOAT_RE)
+_TIMESTAMP = re.compile(TIMESTAMP_RE)
+
+
+class ConfigError(Exception):
+    """The spec cannot describe this file (e.g. a key column it does not have)."""
+
+
+class ConversionError(ValueError):
+    pass
+
+
+def convert(value: str, ctype: str) -> str | int | float | bool | None:
+    """Converts one field; the vectorised path implements exactly the same rules.
+
+    Empty (after trimming) typed values become null. Timestamps must look like ISO 8601 and stay
+    strings (so every consumer sees the file's own precision and zone).
+    """
+    if ctype == STRING:
+        return value
+    v = value.strip()
+    if v == "":
+        return None
+    if ctype == INT:
+        if _INT.match(v):
+            n = int(v)
+            if INT64_MIN <= n <= INT64_MAX:
+                return n
+        raise ConversionError(f"not an int: {value!r}")
+    if ctype == FLOAT:
+        if _FLOAT.match(v):
+            return float(v)
+        raise ConversionError(f"not a float: {value!r}")
+    if ctype == BOOL:
+        low = v.lower()
+        if low in TRUE_WORDS:
+            return True
+        if low in FALSE_WORDS:
+            return False
+        raise ConversionError(f"not a bool: {value!r}")
+    if _TIMESTAMP.match(v):
+        return v
+    raise ConversionError(f"not an ISO 8601 timestamp: {value!r}")
+
+
+def normalize_encoding(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as e:
+        raise ConfigError(f"unknown encoding {encoding!r}") from e
+    # The byte scan needs newline, quote and the usual delimiters to be single ASCII bytes.
+    if "\n,;\t|\"'".encode(name, errors="replace") != b"\n,;\t|\"'":
+        raise ConfigError(f"encoding {encoding!r} is not ASCII-compatible; only such are supported")
+    return "utf-8" if name == "utf-8-sig" else name
+
+
+def event_id_prefix(source_url: str, source_version: str | None) -> str:
+    """The per-file half of every event id: a hash of the source's identity."""
+    ident = f"{source_url}\0{source_version or ''}".encode()
+    return hashlib.blake2b(ident, digest_size=8).hexdigest()
+
+
+def event_id(prefix: str, byte_offset: int) -> str:
+    """Deterministic id of the row starting at ``byte_offset``: stable across resumes."""
+    return f"{prefix}-{byte_offset}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How each record becomes a message; built once, sent to every worker."""
+
+    columns: tuple[str, ...]
+    delimiter: str = ","
+    quote_char: str | None = '"'
+    escape_char: str | None = None
+    encoding: str = "utf-8"
+    column_types: dict[str, str] = field(default_factory=dict)
+    key_columns: tuple[str, ...] = ()
+    include_metadata: bool = True
+    source_url: str = ""
+    id_prefix: str = ""
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether the numpy scan finds record boundaries (doubled-quote dialect)."""
+        return self.escape_char is None
+
+    @property
+    def quote_byte(self) -> int | None:
+        return None if self.quote_char is None else ord(self.quote_char)
+
+    @property
+    def delimiter_byte(self) -> int:
+        return ord(self.delimiter)
+
+    def python_dialect(self) -> dict[str, Any]:
+        return {
+            "delimiter": self.delimiter,
+            "quotechar": self.quote_char,
+            "escapechar": self.escape_char,
+            "doublequote": self.escape_char is None,
+            "quoting": csv.QUOTE_MINIMAL if self.quote_char else csv.QUOTE_NONE,
+            "strict": True,
+        }
+
+
+def check_format(fmt: CsvFormat) -> None:
+    for name, ch in (("delimiter", fmt.delimiter), ("quoteChar", fmt.quote_char)):
+        if ch in ("\n", "\r") or ord(ch) > 127:
+            raise ConfigError(f"{name} must be a single ASCII character other than a newline")
+    if fmt.delimiter == fmt.quote_char:
+        raise ConfigError("delimiter and quoteChar must differ")
+    if not fmt.header and not fmt.columns:
+        raise ConfigError("columns are required when the file has no header")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Where the data starts, and the header's column names (if the file has a header)."""
+
+    names: tuple[str, ...] | None
+    data_offset: int
+    """Byte offset of the first data record (after BOM and header)."""
+    data_line: int
+    """Physical line number (1-based) at data_offset."""
+
+
+def read_header(
+    stream: IO[bytes], fmt: CsvFormat, encoding: str, max_bytes: int = 16 * 1024 * 1024
+) -> Header:
+    """Reads the BOM and, if the format has one, the header record from the start of the file.
+
+    Blank lines before the header are skipped. Runs on every start, also when resuming mid-file,
+    so the column names always come from the file itself.
+    """
+    buf = stream.read(65536)
+    start = len(BOM) if encoding == "utf-8" and buf.startswith(BOM) else 0
+    if not fmt.header:
+        return Header(names=None, data_offset=start, data_line=1)
+    quote = None if fmt.escape_char else ord(fmt.quote_char)
+    pos, line = start, 1
+    while True:
+        for end in _record_ends(buf[pos:], fmt, quote):
+            rec = buf[pos : pos + end]
+            if rec.strip(b"\r\n"):
+                names = _parse_header(rec, fmt, encoding)
+                return Header(names, pos + end, line + rec.count(b"\n"))
+            line += rec.count(b"\n")  # a blank line before the header
+            pos += end
+            break
+        else:
+            block = stream.read(1024 * 1024)
+            if not block:
+                rest = buf[pos:]
+                if rest.strip(b"\r\n"):  # a header without a newline: header-only file
+                    return Header(_parse_header(rest, fmt, encoding), len(buf), line)
+                return Header(names=None, data_offset=len(buf), data_line=line)
+            if len(buf) - pos > max_bytes:
+                raise ConfigError(f"header record longer than {max_bytes} bytes")
+            buf += block
+
+
+def _record_ends(buf: bytes, fmt: CsvFormat, quote: int | None) -> list[int]:
+    """Ends of the complete records at the start of ``buf`` (only the first one is used)."""
+    if fmt.escape_char is None:
+        return [int(e) for e in find_boundaries(buf, quote, ord(fmt.delimiter)).ends[:1]]
+    layout = Layout(columns=(), delimiter=fmt.delimiter, quote_char=fmt.quote_char,
+                    escape_char=fmt.escape_char)
+    for start, rec, _ in _python_cut(io.BytesIO(buf), layout, final=False):
+        return [start + len(rec)]
+    return []
+
+
+def _parse_header(rec: bytes, fmt: CsvFormat, encoding: str) -> tuple[str, ...]:
+    try:
+        text = rec.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"header is not valid {encoding}: {e}") from e
+    layout = Layout(columns=(), delimiter=fmt.delimiter, quote_char=fmt.quote_char,
+                    escape_char=fmt.escape_char)
+    dialect: dict[str, Any] = layout.python_dialect()
+    rows = list(csv.reader(io.StringIO(text, newline=""), **dialect))
+    if not rows:
+        raise ConfigError("empty header")
+    return tuple(name.strip() for name in rows[0])
+
+
+def python_records(stream: IO[bytes], layout: Layout) -> Iterator[tuple[bytes, int]]:
+    """(record bytes, newlines in it) for each record, cut by Python's csv module.
+
+    The slow but general way to find boundaries, for dialects with an escape character. An
+    unterminated quote at the end makes the rest of the file one (bad) record.
+    """
+    for start, raw, newlines in _python_cut(stream, layout, final=True):
+        del start
+        yield raw, newlines
+
+
+def _python_cut(
+    stream: IO[bytes], layout: Layout, final: bool
+) -> Iterator[tuple[int, bytes, int]]:
+    lines: list[bytes] = []
+
+    def feed() -> Iterator[str]:
+        for raw in stream:
+            lines.append(raw)
+            yield raw.decode("utf-8", errors="surrogateescape")
+
+    # Not strict: an unterminated quote at the end must still come out as one record.
+    dialect: dict[str, Any] = {**layout.python_dialect(), "strict": False}
+    reader = csv.reader(feed(), **dialect)
+    pos = 0
+    while True:
+        try:
+            next(reader)
+        except (StopIteration, csv.Error):
+            break
+        # csv.reader pulls exactly the lines of one record, so `lines` is this record.
+        if not final and not lines[-1].endswith(b"\n"):
+            return
+        rec = b"".join(lines)
+        yield pos, rec, rec.count(b"\n")
+        pos += len(rec)
+        lines.clear()
+    if final and lines:
+        rec = b"".join(lines)
+        yield pos, rec, rec.count(b"\n")

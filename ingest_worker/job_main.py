@@ -1,0 +1,168 @@
+"""``python -m ingest_worker.job_main``: the worker as a pod of the operator's Job.
+
+It runs one ingestion run with the spec snapshot the operator put in ``CSVKAFKA_SPEC`` (or, if
+absent, the resource's current spec), keeps its checkpoint and counters in the CsvIngestion's
+status (:class:`~ingest_worker.kube_store.KubeStatusStore`), and exits with a code the Job's
+podFailurePolicy understands: 0 done, ``WORKER_EXIT_FATAL`` for errors a retry cannot fix (the
+run fails at once, with the reason in status), anything else to let the Job retry the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest_worker.kube_store import GROUP, PLURAL, VERSION, KubeStatusStore, StaleRun
+from ingest_worker.metrics import Metrics
+from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
+
+log = logging.getLogger("ingest_worker.job")
+
+EXIT_RETRY = 1
+# Interrupted (SIGTERM: pod deleted, suspend) with the checkpoint saved: a retry may resume.
+_RETRIABLE = {4}
+
+
+class JobEnvError(Exception):
+    """The pod's environment is not what the operator sets."""
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    name: str
+    namespace: str
+    run: int
+    spec_json: str | None
+    kafka_secret_dir: Path | None
+    pod_name: str
+
+
+def read_env(environ: Mapping[str, str]) -> JobEnv:
+    missing = [
+        k
+        for k in ("CSVKAFKA_INGESTION_NAME", "CSVKAFKA_INGESTION_NAMESPACE", "CSVKAFKA_RUN")
+        if not environ.get(k)
+    ]
+    if missing:
+        raise JobEnvError(f"missing environment variables: {', '.join(missing)}")
+    secret_dir = environ.get("CSVKAFKA_KAFKA_SECRET_DIR")
+    return JobEnv(
+        name=environ["CSVKAFKA_INGESTION_NAME"],
+        namespace=environ["CSVKAFKA_INGESTION_NAMESPACE"],
+        run=int(environ["CSVKAFKA_RUN"]),
+        spec_json=environ.get("CSVKAFKA_SPEC") or None,
+        kafka_secret_dir=Path(secret_dir) if secret_dir else None,
+        pod_name=environ.get("CSVKAFKA_POD_NAME", ""),
+    )
+
+
+def with_kafka_secret(spec: CsvIngestionSpec, secret_dir: Path | None) -> CsvIngestionSpec:
+    """Adds the mounted Secret's keys (librdkafka properties) to the producer properties."""
+    if secret_dir is None or not secret_dir.is_dir():
+        return spec
+    props: dict[str, str] = {}
+    for f in sorted(secret_dir.iterdir()):
+        # Secret volumes hold ..data and ..timestamp symlinks besides the keys.
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        props[f.name] = f.read_text().strip()
+    kafka = spec.kafka.model_copy(
+        update={"producer_properties": {**spec.kafka.producer_properties, **props}}
+    )
+    return spec.model_copy(update={"kafka": kafka})
+
+
+def exit_code_for(completed: bool, pipeline_code: int) -> int:
+    """Maps how the pipeline ended to the pod's exit code (see the module doc)."""
+    if completed:
+        return 0
+    if pipeline_code in _RETRIABLE:
+        return pipeline_code
+    return WORKER_EXIT_FATAL
+
+
+def _load_spec(env: JobEnv, store: KubeStatusStore) -> CsvIngestionSpec:
+    if env.spec_json:
+        return CsvIngestionSpec.model_validate_json(env.spec_json)
+    body: dict[str, Any] = store.api.get_namespaced_custom_object(
+        GROUP, VERSION, env.namespace, PLURAL, env.name
+    )
+    return CsvIngestionSpec.model_validate(body["spec"])
+
+
+def _serve_metrics() -> Metrics:
+    """The RFC's metrics on CSVKAFKA_WORKER_METRICS_PORT; a busy port is not worth failing."""
+    metrics = Metrics()
+    port = int(os.environ.get("CSVKAFKA_WORKER_METRICS_PORT") or 0)
+    if port:
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            log.warning("metrics not served on port %d: %s", port, exc)
+    return metrics
+
+
+def main() -> int:
+    from ingest_worker.logs import setup_logging
+    from ingest_worker.pipeline import install_signal_handlers, run_ingestion
+    from ingest_worker.stores import install_log_scrubbing
+
+    setup_logging(os.environ.get("CSVKAFKA_LOG_LEVEL", "INFO"))
+    # The pod's environment holds the source Secret: no log line may repeat it.
+    install_log_scrubbing("ingest_worker")
+    try:
+        env = read_env(os.environ)
+    except (JobEnvError, ValueError) as exc:
+        log.error(str(exc))
+        return WORKER_EXIT_FATAL
+    spec = CsvIngestionSpec.model_validate_json(env.spec_json) if env.spec_json else None
+    store = KubeStatusStore(
+        env.namespace,
+        env.name,
+        env.run,
+        source_url=spec.source.url if spec else "",
+        max_lag_rows=spec.checkpoint.every_rows if spec else 100_000,
+    )
+    try:
+        if spec is None:
+            spec = _load_spec(env, store)
+            store.source_url = spec.source.url
+        spec = with_kafka_secret(spec, env.kafka_secret_dir)
+        attempt = store.start()
+        log.info(
+            "Starting run %d attempt %d of %s/%s (pod %s)",
+            env.run,
+            attempt,
+            env.namespace,
+            env.name,
+            env.pod_name,
+        )
+        stop = threading.Event()
+        install_signal_handlers(stop)
+        result = run_ingestion(spec, store, stop=stop, metrics=_serve_metrics())
+    except StaleRun as exc:
+        log.warning("stopping: %s", exc)
+        return 0  # nothing left for this pod to do; the newer run owns the ingestion
+    except Exception as exc:  # an unexpected crash: record it, let the Job retry the pod
+        log.exception("worker crashed")
+        try:
+            store.fail(f"worker crashed: {type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not record the error in status")
+        return EXIT_RETRY
+    if not result.completed:
+        try:
+            store.fail(result.message)
+        except StaleRun:
+            return 0
+    return exit_code_for(result.completed, result.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

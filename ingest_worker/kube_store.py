@@ -1,0 +1,279 @@
+"""A :class:`~ingest_worker.checkpoint.CheckpointStore` over the CsvIngestion status subresource.
+
+The worker writes its checkpoint and counters into its own resource's status, with the rights of
+the Role the operator made for it (get and patch only that resource's status). Two rules keep the
+status true while several writers exist (the operator, a retried pod, a stale pod of an old run):
+
+* every write is a read-compare-write with a ``resourceVersion`` precondition, retried on 409;
+* a checkpoint never moves backwards, and a worker of an older run (``status.run`` above its own)
+  writes nothing: it is told to stop (:class:`StaleRun`).
+
+Writes are throttled to one per ``min_interval`` seconds; ``final`` always writes. Error messages
+are scrubbed of credentials before they reach the status (and from there events).
+
+The API server may be unreachable for a while (an upgrade, a restart). A checkpoint that cannot
+be written then is not fatal: the worker goes on and a later save carries it, until the rows
+since the last written checkpoint reach ``max_lag_rows``; from there ``save`` blocks, retrying,
+which stalls the pipeline (backpressure). So an outage never crashes the worker, and a crash
+during one replays at most ``max_lag_rows`` rows. Past ``outage_budget`` seconds it gives up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from ingest_worker.checkpoint import Checkpoint, Counters, Outcome, now_rfc3339
+from ingest_worker.stores import scrub
+
+log = logging.getLogger(__name__)
+
+GROUP = "csvkafka.io"
+VERSION = "v1alpha1"
+PLURAL = "csvingestions"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error that waiting can cure: no connection, or the server busy or restarting."""
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 429, 500, 502, 503, 504)
+    return isinstance(exc, (HTTPError, ConnectionError, TimeoutError))
+
+
+class StaleRun(Exception):
+    """A newer run of the ingestion exists: this worker must stop and write nothing."""
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials (the pod's ServiceAccount token), else $KUBECONFIG."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def progress(bytes_read: int, bytes_total: int | None) -> str | None:
+    """``"42%"`` (rounded down, so 100% means done), or None when the size is unknown."""
+    if not bytes_total:
+        return None
+    return f"{min(100, bytes_read * 100 // bytes_total)}%"
+
+
+def checkpoint_status(cp: Checkpoint) -> dict[str, Any]:
+    """The status fields a checkpoint writes (camelCase, as in the CRD)."""
+    c = cp.counters
+    return {
+        "checkpoint": {
+            "byteOffset": cp.byte_offset,
+            "row": cp.row,
+            "line": cp.line,
+            "time": cp.time,
+        },
+        "rowsRead": c.rows_read,
+        "rowsPublished": c.rows_published,
+        "rowsFailed": c.rows_failed,
+        "bytesRead": c.bytes_read,
+        "bytesTotal": c.bytes_total,
+        "progress": progress(c.bytes_read, c.bytes_total),
+        "sourceVersion": cp.source_version,
+    }
+
+
+def checkpoint_from_status(status: dict[str, Any], default_url: str) -> Checkpoint | None:
+    """The checkpoint a new pod resumes from, or None to start at the beginning."""
+    cp = status.get("checkpoint")
+    if not cp:
+        return None
+    return Checkpoint(
+        byte_offset=int(cp.get("byteOffset", 0)),
+        row=int(cp.get("row", 0)),
+        line=int(cp.get("line", 1)),
+        source_url=str(status.get("sourceUrl") or default_url),
+        source_version=status.get("sourceVersion"),
+        counters=Counters(
+            rows_read=int(status.get("rowsRead", 0)),
+            rows_published=int(status.get("rowsPublished", 0)),
+            rows_failed=int(status.get("rowsFailed", 0)),
+            bytes_read=int(status.get("bytesRead", 0)),
+            bytes_total=status.get("bytesTotal"),
+        ),
+        time=str(cp.get("time") or now_rfc3339()),
+    )
+
+
+def is_behind(current: dict[str, Any], cp: Checkpoint) -> bool:
+    """Whether ``cp`` would move the stored checkpoint backwards (same file)."""
+    stored = current.get("checkpoint") or {}
+    if current.get("sourceUrl") not in (None, cp.source_url):
+        return False  # the operator reset the status for another file
+    return int(stored.get("byteOffset", -1)) > cp.byte_offset
+
+
+class KubeStatusStore:
+    """Checkpoints in ``status`` of one CsvIngestion, for the worker of run ``run``."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        run: int,
+        source_url: str,
+        api: client.ApiClient | None = None,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_lag_rows: int = 100_000,
+        outage_budget: float = 300.0,
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.run = run
+        self.source_url = source_url
+        self.api = client.CustomObjectsApi(api or load_api_client())
+        self.min_interval = min_interval
+        self.clock = clock
+        self._last_write = float("-inf")
+        self.writes = 0
+        self.max_lag_rows = max_lag_rows
+        self.outage_budget = outage_budget
+        self._written_row: int | None = None  # row of the last checkpoint the API accepted
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        """``call()``, retried with backoff through transient API errors for ``outage_budget``."""
+        deadline = self.clock() + self.outage_budget
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not is_transient(exc) or self.clock() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s: Kubernetes API unavailable (%s); retrying in %.1fs",
+                    what,
+                    type(exc).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def _get(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, self.name
+        )
+        return body
+
+    def _update(self, compute: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Read-compare-write: ``compute(status)`` returns a merge patch or None (no write)."""
+        for attempt in range(30):
+            body = self._get()
+            status = body.get("status") or {}
+            if int(status.get("run") or 0) > self.run:
+                raise StaleRun(
+                    f"run {status.get('run')} of {self.namespace}/{self.name} superseded "
+                    f"run {self.run}"
+                )
+            patch = compute(status)
+            if patch is None:
+                return False
+            try:
+                self.api.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    self.name,
+                    {
+                        "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                        "status": patch,
+                    },
+                )
+            except ApiException as exc:
+                if exc.status == 409:  # someone wrote in between: re-read and re-decide
+                    time.sleep(min(0.05 * attempt, 0.5))
+                    continue
+                raise
+            self.writes += 1
+            return True
+        raise RuntimeError(f"status of {self.namespace}/{self.name} kept changing")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Counts this pod as an attempt; returns the attempt number."""
+        attempts: list[int] = []
+
+        def compute(status: dict[str, Any]) -> dict[str, Any]:
+            attempts[:] = [int(status.get("attempts") or 0) + 1]
+            return {"attempts": attempts[0]}
+
+        self._retrying("counting the attempt", lambda: self._update(compute))
+        return attempts[0]
+
+    def fail(self, message: str) -> None:
+        """Records a fatal error; the operator copies it into status.message."""
+        self._retrying(
+            "recording the error",
+            lambda: self._update(lambda _status: {"lastError": scrub(message)[:4000]}),
+        )
+
+    # -- CheckpointStore ----------------------------------------------------------------------
+
+    def load(self) -> Checkpoint | None:
+        status = self._retrying("loading the checkpoint", self._get).get("status") or {}
+        if int(status.get("run") or 0) > self.run:
+            raise StaleRun(f"run {status.get('run')} superseded run {self.run}")
+        return checkpoint_from_status(status, self.source_url)
+
+    def _write(self, cp: Checkpoint, extra: dict[str, Any] | None = None) -> bool:
+        def compute(status: dict[str, Any]) -> dict[str, Any] | None:
+            if is_behind(status, cp):
+                log.warning(
+                    "not moving the checkpoint of %s/%s back from %s to %s",
+                    self.namespace,
+                    self.name,
+                    (status.get("checkpoint") or {}).get("byteOffset"),
+                    cp.byte_offset,
+                )
+                return extra or None
+            return {**checkpoint_status(cp), **(extra or {})}
+
+        written = self._update(compute)
+        self._last_write = self.clock()
+        self._written_row = cp.row
+        return written
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        if self.clock() - self._last_write < self.min_interval:
+            return  # throttled: a later save or final() carries it
+        if self._written_row is None:
+            self._written_row = checkpoint.row  # where this pod resumed from
+        try:
+            self._write(checkpoint)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            lag = checkpoint.row - self._written_row
+            if lag < self.max_lag_rows:
+                log.warning(
+                    "checkpoint at row %d not saved yet (Kubernetes API unavailable: %s); going on",
+                    checkpoint.row,
+                    type(exc).__name__,
+                )
+                return
+            # Too far ahead of what a restart would resume from: hold the pipeline until the
+            # API answers, so an outage cannot turn into an unbounded replay.
+            log.warning("holding at row %d until the checkpoint can be saved", checkpoint.row)
+            self._retrying("saving the checkpoint", lambda: self._write(checkpoint))
+
+    def final(self, checkpoint: Checkpoint, outcome: Outcome) -> None:
+        extra = None if outcome.completed else {"lastError": scrub(outcome.message)[:4000]}
+        self._retrying("saving the final checkpoint", lambda: self._write(checkpoint, extra))

@@ -1,0 +1,330 @@
+"""The phase machine, as pure functions over the spec, the status and the Job's state.
+
+Pending -> InProgress -> Completed, or -> Failed. A spec edit on a Failed ingestion starts a
+new run (resuming from the checkpoint unless the source URL changed); an edit while running is
+reported and applies to the next run; ``suspend`` deletes the Job and keeps the checkpoint.
+Every function returns a status merge patch (camelCase) or a decision; the handlers do the I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ingest_worker.spec import (
+    Condition,
+    ConditionStatus,
+    CsvIngestionSpec,
+    CsvIngestionStatus,
+    Phase,
+)
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+FAILED = "Failed"
+REASON_SUSPENDED = "Suspended"
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"  # created, no pod running yet
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    state: JobState
+    reason: str = ""
+    message: str = ""
+
+
+def observe_job(job_status: Mapping[str, Any] | None) -> JobObservation:
+    """Classifies a Job by its terminal conditions, else by its active pods."""
+    job_status = job_status or {}
+    for cond in job_status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return JobObservation(JobState.SUCCEEDED, cond.get("reason") or "", "")
+        if cond.get("type") == "Failed":
+            return JobObservation(
+                JobState.FAILED, cond.get("reason") or "Failed", cond.get("message") or ""
+            )
+    if (job_status.get("active") or 0) > 0:
+        return JobObservation(JobState.RUNNING)
+    return JobObservation(JobState.PENDING)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    """Sets one condition, keeping lastTransitionTime when its status does not change."""
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type == type_:
+            found = True
+            changed = cond.status != status
+            cond = Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now if changed else cond.last_transition_time or now,
+                observed_generation=generation,
+            )
+        out.append(cond)
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def _conditions(
+    status: CsvIngestionStatus,
+    generation: int | None,
+    now: str,
+    *,
+    ready: tuple[ConditionStatus, str, str],
+    progressing: tuple[ConditionStatus, str, str],
+    failed: tuple[ConditionStatus, str, str],
+) -> list[dict[str, Any]]:
+    conds: list[Condition] = list(status.conditions)
+    for type_, (st, reason, message) in (
+        (READY, ready),
+        (PROGRESSING, progressing),
+        (FAILED, failed),
+    ):
+        conds = set_condition(conds, type_, st, reason, message, generation, now)
+    return [c.to_wire() for c in conds]
+
+
+def is_suspended(status: CsvIngestionStatus) -> bool:
+    return any(c.type == PROGRESSING and c.reason == REASON_SUSPENDED for c in status.conditions)
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    START_RUN = "start-run"  # patch status for a new run, then create its Job
+    ENSURE_JOB = "ensure-job"  # the current run's Job must exist (operator restarts)
+    SUSPEND = "suspend"  # delete the current Job, keep the checkpoint
+    REPORT_PENDING_EDIT = "report-pending-edit"  # spec edited while a run is going
+    IGNORE_EDIT = "ignore-edit"  # spec edited after completion
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    run: int = 0
+    reset_checkpoint: bool = False
+
+
+def decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus) -> Decision:
+    """What the reconciler does for a CsvIngestion with this spec and status."""
+    edited = status.observed_generation is not None and generation != status.observed_generation
+    if status.phase == Phase.COMPLETED:
+        return Decision(Action.IGNORE_EDIT if edited else Action.NOTHING)
+    if spec.suspend:
+        # A failed run has no worker to stop; un-suspending it is an edit, which retries.
+        if status.phase == Phase.FAILED or is_suspended(status):
+            return Decision(Action.NOTHING)
+        return Decision(Action.SUSPEND, run=status.run)
+    if status.run == 0:
+        return Decision(Action.START_RUN, run=1, reset_checkpoint=_source_changed(spec, status))
+    if not edited:
+        if status.phase in (Phase.PENDING, Phase.IN_PROGRESS, None) and not is_suspended(status):
+            return Decision(Action.ENSURE_JOB, run=status.run)
+        return Decision(Action.NOTHING)
+    if status.phase == Phase.FAILED or is_suspended(status):
+        return Decision(
+            Action.START_RUN, run=status.run + 1, reset_checkpoint=_source_changed(spec, status)
+        )
+    return Decision(Action.REPORT_PENDING_EDIT, run=status.run)
+
+
+def _source_changed(spec: CsvIngestionSpec, status: CsvIngestionStatus) -> bool:
+    """Whether the checkpoint belongs to another file (then a new run starts from zero)."""
+    return status.source_url is not None and status.source_url != spec.source.url
+
+
+def start_run_patch(
+    status: CsvIngestionStatus,
+    spec: CsvIngestionSpec,
+    *,
+    run: int,
+    job_name: str,
+    generation: int,
+    reset_checkpoint: bool,
+    now: str,
+) -> dict[str, Any]:
+    """Status of a new run, written before its Job is created so the worker reads it."""
+    if run == 1:
+        message = f"Run 1: starting worker Job {job_name}"
+    elif reset_checkpoint:
+        message = f"Run {run}: source changed to {spec.source.url}; starting from the beginning"
+    else:
+        row = status.checkpoint.row if status.checkpoint else 0
+        message = f"Run {run}: resuming from row {row} (worker Job {job_name})"
+    patch: dict[str, Any] = {
+        "phase": Phase.PENDING.value,
+        "run": run,
+        "jobName": job_name,
+        "observedGeneration": generation,
+        "sourceUrl": spec.source.url,
+        "message": message,
+        "lastError": None,
+        "completionTime": None,
+        "conditions": _conditions(
+            status,
+            generation,
+            now,
+            ready=(ConditionStatus.FALSE, "Running", "The ingestion has not finished"),
+            progressing=(ConditionStatus.TRUE, "RunStarted", message),
+            failed=(ConditionStatus.FALSE, "RunStarted", ""),
+        ),
+    }
+    if reset_checkpoint:
+        patch.update(
+            checkpoint=None,
+            rowsRead=0,
+            rowsPublished=0,
+            rowsFailed=0,
+            bytesRead=0,
+            bytesTotal=None,
+            progress=None,
+            sourceVersion=None,
+        )
+    return patch
+
+
+def suspend_patch(status: CsvIngestionStatus, generation: int, now: str) -> dict[str, Any]:
+    row = status.checkpoint.row if status.checkpoint else 0
+    message = f"Suspended at row {row}; set spec.suspend to false to resume"
+    return {
+        "phase": Phase.PENDING.value,
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": _conditions(
+            status,
+            generation,
+            now,
+            ready=(ConditionStatus.FALSE, REASON_SUSPENDED, message),
+            progressing=(ConditionStatus.FALSE, REASON_SUSPENDED, message),
+            failed=(ConditionStatus.FALSE, REASON_SUSPENDED, ""),
+        ),
+    }
+
+
+def pending_edit_message(status: CsvIngestionStatus, generation: int) -> str:
+    return (
+        f"spec generation {generation} was edited while run {status.run} (generation "
+        f"{status.observed_generation}) is going; it applies to the next run"
+    )
+
+
+def pending_edit_patch(
+    status: CsvIngestionStatus, generation: int, now: str
+) -> dict[str, Any] | None:
+    """Reports a spec edit made while a run is going, in the message and Progressing condition
+    (None if already reported)."""
+    message = pending_edit_message(status, generation)
+    if status.message == message:
+        return None
+    return {
+        "message": message,
+        "conditions": [
+            c.to_wire()
+            for c in set_condition(
+                status.conditions,
+                PROGRESSING,
+                ConditionStatus.TRUE,
+                "SpecChangePending",
+                message,
+                status.observed_generation,
+                now,
+            )
+        ],
+    }
+
+
+def job_patch(
+    status: CsvIngestionStatus,
+    run: int,
+    job_name: str,
+    obs: JobObservation,
+    now: str,
+) -> dict[str, Any] | None:
+    """The status change a Job's state causes, or None (stale Job, no change)."""
+    if run != status.run or status.phase in (Phase.COMPLETED, Phase.FAILED, None):
+        return None
+    if is_suspended(status):
+        return None  # the Job is being deleted: its last events are not news
+    gen = status.observed_generation
+    if obs.state == JobState.RUNNING:
+        if status.phase != Phase.PENDING:
+            return None
+        message = f"Run {run}: worker Job {job_name} is running"
+        return {
+            "phase": Phase.IN_PROGRESS.value,
+            "startTime": status.start_time or now,
+            "message": message,
+            "conditions": _conditions(
+                status,
+                gen,
+                now,
+                ready=(ConditionStatus.FALSE, "Running", "The ingestion has not finished"),
+                progressing=(ConditionStatus.TRUE, "Running", message),
+                failed=(ConditionStatus.FALSE, "Running", ""),
+            ),
+        }
+    if obs.state == JobState.SUCCEEDED:
+        message = f"Completed: {status.rows_published} rows published, {status.rows_failed} failed"
+        return {
+            "phase": Phase.COMPLETED.value,
+            "startTime": status.start_time or now,
+            "completionTime": now,
+            "progress": "100%" if status.bytes_total else status.progress,
+            "message": message,
+            "conditions": _conditions(
+                status,
+                gen,
+                now,
+                ready=(ConditionStatus.TRUE, "Completed", message),
+                progressing=(ConditionStatus.FALSE, "Completed", message),
+                failed=(ConditionStatus.FALSE, "Completed", ""),
+            ),
+        }
+    if obs.state == JobState.FAILED:
+        detail = obs.reason + (f": {obs.message}" if obs.message else "")
+        message = status.last_error or f"worker Job {job_name} failed ({detail})"
+        message = f"Run {run} failed: {message}"
+        return {
+            "phase": Phase.FAILED.value,
+            "message": message,
+            "conditions": _conditions(
+                status,
+                gen,
+                now,
+                ready=(ConditionStatus.FALSE, "Failed", message),
+                progressing=(ConditionStatus.FALSE, "Failed", message),
+                failed=(ConditionStatus.TRUE, obs.reason or "Failed", message),
+            ),
+        }
+    return None

@@ -1,0 +1,453 @@
+"""Jepsen-style fault injection against the real components: the operator (subprocess), the
+real kube-apiserver and Job controller, worker pods run by the pod runner, the real broker.
+
+Every scenario: a seeded random schedule (the seed is printed, and can be forced with
+``CSVKAFKA_FAULT_SEED``), a watcher that samples the resource's status all along (the phase
+never goes backwards within a run, the checkpoint never moves backwards), and at the end the
+independent verifier: nothing lost, nothing foreign, duplicates at most the checkpoint interval
+times the interruptions. Each scenario appends its row to ``.testenv/fault-report.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest_worker.verify import CsvFormat, GoodRow, VerifyReport, consume, parse_source, verify
+from tests.conftest import ROOT, ComponentControl, TestEnv
+from tests.operator.conftest import OperatorProcess, wait_for, write_csv
+from tests.operator.test_operator import Ingestions, _running_pid, ingestion
+
+EVERY_ROWS = 10_000
+ROWS = 400_000
+PHASE_RANK = {None: 0, "Pending": 0, "InProgress": 1, "Completed": 2, "Failed": 2}
+
+
+def seed_for(name: str) -> int:
+    seed = int(os.environ.get("CSVKAFKA_FAULT_SEED") or random.SystemRandom().randrange(10**6))
+    print(f"[{name}] seed {seed} (rerun with CSVKAFKA_FAULT_SEED={seed})")
+    return seed
+
+
+@dataclass
+class Watcher:
+    """Samples status every 50 ms: phase transitions and checkpoint offsets, per run."""
+
+    ingestions: Ingestions
+    name: str
+    samples: list[tuple[int, str | None, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Watcher:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                st = self.ingestions.status(self.name)
+            except Exception:  # the API server may be down on purpose
+                time.sleep(0.2)
+                continue
+            run = int(st.get("run") or 0)
+            phase = st.get("phase")
+            off = int((st.get("checkpoint") or {}).get("byteOffset", 0))
+            if self.samples:
+                prun, pphase, poff = self.samples[-1]
+                if run == prun:
+                    if PHASE_RANK[phase] < PHASE_RANK[pphase]:
+                        self.errors.append(f"run {run}: phase went back {pphase} -> {phase}")
+                    if off < poff:
+                        self.errors.append(f"run {run}: checkpoint went back {poff} -> {off}")
+                elif run < prun:
+                    self.errors.append(f"run went back {prun} -> {run}")
+            self.samples.append((run, phase, off))
+            time.sleep(0.05)
+
+    def phases(self) -> list[str]:
+        out: list[str] = []
+        for _, phase, _ in self.samples:
+            if phase and (not out or out[-1] != phase):
+                out.append(phase)
+        return out
+
+    def checkpoint(self) -> int:
+        return self.samples[-1][2] if self.samples else 0
+
+
+def report_row(
+    scenario: str, seed: int, interruptions: int, report: VerifyReport, phase: str, extra: str = ""
+) -> None:
+    path = Path(os.environ.get("CSVKAFKA_TESTENV", ".testenv")) / "fault-report.txt"
+    line = (
+        f"{time.strftime('%F %T')} | {scenario} | seed {seed} | interruptions {interruptions} | "
+        f"rows {report.rows_expected} | lost {report.lost} | foreign {report.rows_unexpected} | "
+        f"duplicates {report.duplicates} | final {phase}{' | ' + extra if extra else ''}"
+    )
+    with path.open("a") as f:
+        f.write(line + "\n")
+    print(line)
+
+
+def check_outcome(
+    report: VerifyReport, interruptions: int, watcher: Watcher, every_rows: int = EVERY_ROWS
+) -> None:
+    assert report.ok, report.summary()
+    assert report.duplicates <= every_rows * max(1, interruptions), (
+        f"{report.duplicates} duplicates > {every_rows} x {interruptions} interruptions"
+    )
+    assert not watcher.errors, watcher.errors
+
+
+@pytest.fixture
+def big_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "big.csv", ROWS)
+
+
+def _create(
+    ingestions: Ingestions, name: str, csv: Path, topic: str, bootstrap: str, **spec: Any
+) -> None:
+    body = ingestion(name, f"file://{csv}", topic, bootstrap,
+                     checkpoint={"everyRows": EVERY_ROWS, "everySeconds": 1}, **spec)
+    ingestions.create(body)
+
+
+def _verify(csv: Path, topic: str, bootstrap: str) -> VerifyReport:
+    return verify(str(csv), topic, bootstrap, source_url=f"file://{csv}", timeout=120)
+
+
+# --- 1. SIGKILL the worker ----------------------------------------------------------------------
+
+
+def _kill_at_random_points(
+    rng: random.Random, kills: int, running: Callable[[], int | None], progress: Callable[[], int],
+    total: int,
+) -> int:
+    """Kills the worker's process group at ``kills`` random progress points; returns how many
+    kills landed (the ingestion may finish first)."""
+    points = sorted(rng.uniform(0.02, 0.9) * total for _ in range(kills))
+    done = 0
+    for point in points:
+        deadline = time.monotonic() + 240
+        while progress() < point and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pid = wait_for("a running worker", running, timeout=240, interval=0.02)
+        if pid is None:
+            break
+        time.sleep(rng.uniform(0, 0.3))
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        done += 1
+        # The next attempt must start before the next kill (not the same pid twice).
+        wait_for("the pid to go", lambda p=pid: running() != p, timeout=60, interval=0.02)
+    return done
+
+
+def test_sigkill_cli_worker_ten_times(
+    tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """Ten SIGKILLs of the worker (its whole process group) at random points, each followed by
+    a restart from the file checkpoint, as a supervisor would; the last run finishes."""
+    seed = seed_for("sigkill-cli")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    cp = tmp_path / "cp.json"
+    rows = 1_500_000
+    big_csv = write_csv(tmp_path / "bigger.csv", rows)
+    cmd = [sys.executable, "-m", "ingest_worker", "run", str(big_csv), "--topic", topic,
+           "--bootstrap-servers", kafka_bootstrap, "--checkpoint", str(cp),
+           "--checkpoint-rows", str(EVERY_ROWS), "--checkpoint-seconds", "1",
+           "--parallelism", "2", "--log-level", "WARNING"]
+    kills = 0
+    last_row = -1
+    for _attempt in range(40):
+        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kills < 10:
+            time.sleep(rng.uniform(0.5, 2.0))  # startup is ~1 s: some kills land before work
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+        rc = proc.wait(timeout=300)
+        if cp.exists():
+            row = json.loads(cp.read_text())["checkpoint"]["row"]
+            assert row >= last_row, f"checkpoint went back {last_row} -> {row}"
+            last_row = row
+        if rc == 0:
+            break
+    else:
+        raise AssertionError("the ingestion never completed")
+    final = json.loads(cp.read_text())
+    assert final["checkpoint"]["done"] and final["checkpoint"]["row"] == rows
+    report = _verify_plain(big_csv, topic, kafka_bootstrap)
+    report_row("1a. SIGKILL worker x10 (CLI, restarted from file checkpoint)", seed, kills,
+               report, "exit 0")
+    assert kills == 10
+    assert report.ok, report.summary()
+    assert report.duplicates <= EVERY_ROWS * kills, report.summary()
+
+
+def _verify_plain(csv: Path, topic: str, bootstrap: str) -> VerifyReport:
+    return verify(str(csv), topic, bootstrap, timeout=120)
+
+
+@pytest.mark.slow
+def test_sigkill_worker_pods_job_retries_finish(
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    big_csv: Path,
+    new_topic: Callable[..., str],
+) -> None:
+    """SIGKILL the worker pod's processes at random points; the Job's retries finish it.
+
+    The Job controller delays each retry exponentially (10 s, 20 s, 40 s, ...), so ten kills in
+    one Job would take over half an hour: the default is 3 here (CSVKAFKA_FAULT_POD_KILLS=10
+    for the full run); the CLI scenario above does ten.
+    """
+    kills_wanted = int(os.environ.get("CSVKAFKA_FAULT_POD_KILLS", "3"))
+    seed = seed_for("sigkill-pods")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    _create(ingestions, "kill", big_csv, topic, testenv.kafka_bootstrap,
+            worker={"parallelism": 1, "backoffLimit": kills_wanted + 5})
+    size = big_csv.stat().st_size
+    with Watcher(ingestions, "kill") as w:
+        kills = _kill_at_random_points(
+            rng, kills_wanted, lambda: _running_pid(ingestions, "kill-1"), w.checkpoint, size)
+        st = ingestions.wait_phase("kill", "Completed", timeout=900)
+    report = _verify(big_csv, topic, testenv.kafka_bootstrap)
+    report_row("1b. SIGKILL worker pod (Job retries)", seed, kills, report, st["phase"],
+               f"attempts {st['attempts']}")
+    check_outcome(report, kills, w)
+    assert st["rowsPublished"] == ROWS
+    assert ingestions.jobs() == ["kill-1"]
+    # One pod per kill plus the one that finished. status.attempts counts the pods whose worker
+    # got as far as its status store: a pod killed during its first second is not among them.
+    pods = ingestions.core.list_namespaced_pod(ingestions.ns, label_selector="job-name=kill-1")
+    pods = pods.items
+    assert len(pods) == kills + 1
+    assert 2 <= st["attempts"] <= kills + 1
+
+
+# --- 2, 3. the broker goes away -----------------------------------------------------------------
+
+
+def _wait_progress(ingestions: Ingestions, name: str, rng: random.Random, size: int) -> None:
+    target = rng.uniform(0.1, 0.4) * size
+    wait_for("progress", lambda: int((ingestions.status(name).get("checkpoint") or {})
+                                     .get("byteOffset", 0)) >= target, timeout=180, interval=0.05)
+
+
+@pytest.mark.slow
+def test_broker_down_30s_mid_ingestion(
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    big_csv: Path,
+    new_topic: Callable[..., str],
+    kafka_control: ComponentControl,
+) -> None:
+    seed = seed_for("broker-30s")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    _create(ingestions, "kdown", big_csv, topic, testenv.kafka_bootstrap,
+            kafka={"bootstrapServers": testenv.kafka_bootstrap, "topic": topic,
+                   "retryBudgetSeconds": 120})
+    with Watcher(ingestions, "kdown") as w:
+        _wait_progress(ingestions, "kdown", rng, big_csv.stat().st_size)
+        kafka_control.stop()
+        time.sleep(30)
+        kafka_control.start()
+        st = ingestions.wait_phase("kdown", "Completed", timeout=400)
+    report = _verify(big_csv, topic, testenv.kafka_bootstrap)
+    report_row("2. broker down 30 s", seed, 1, report, st["phase"], f"attempts {st['attempts']}")
+    check_outcome(report, 1, w)
+
+
+@pytest.mark.slow
+def test_broker_down_past_retry_budget_fails_then_retry_completes(
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    big_csv: Path,
+    new_topic: Callable[..., str],
+    kafka_control: ComponentControl,
+) -> None:
+    seed = seed_for("broker-budget")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    _create(ingestions, "kgone", big_csv, topic, testenv.kafka_bootstrap,
+            kafka={"bootstrapServers": testenv.kafka_bootstrap, "topic": topic,
+                   "retryBudgetSeconds": 10})
+    with Watcher(ingestions, "kgone") as w:
+        _wait_progress(ingestions, "kgone", rng, big_csv.stat().st_size)
+        kafka_control.stop()
+        try:
+            failed = ingestions.wait_phase("kgone", "Failed", timeout=240)
+        finally:
+            kafka_control.start()
+        # The checkpoint is at or behind the last acknowledged row: every row before it is in
+        # the topic (what is after it may or may not be).
+        cp_offset = int(failed["checkpoint"]["byteOffset"])
+        partial = _verify(big_csv, topic, testenv.kafka_bootstrap)
+        assert partial.rows_unexpected == 0 and partial.rows_mismatched == 0
+        missing_before_cp = _missing_before(big_csv, topic, testenv.kafka_bootstrap, cp_offset)
+        assert missing_before_cp == 0, f"{missing_before_cp} rows before the checkpoint lost"
+        assert failed.get("message"), failed
+        ingestions.patch_spec("kgone", {"retry": 1})
+        st = ingestions.wait_phase("kgone", "Completed", timeout=400)
+    report = _verify(big_csv, topic, testenv.kafka_bootstrap)
+    report_row("3. broker down past the retry budget, then spec.retry", seed, 1, report,
+               f"Failed -> {st['phase']}", f"checkpoint at failure {cp_offset}")
+    check_outcome(report, 1, w)
+    assert st["run"] == 2 and "Failed" in w.phases()
+
+
+def _missing_before(csv: Path, topic: str, bootstrap: str, offset: int) -> int:
+    """Good rows of the file starting before ``offset`` that are not in the topic."""
+    seen = {int(json.loads(m.value())["_id"].rpartition("-")[2]) for m in consume(bootstrap, topic)}
+    with csv.open("rb") as f:
+        return sum(
+            1
+            for r in parse_source(f, CsvFormat(), f"file://{csv}")
+            if isinstance(r, GoodRow) and r.offset < offset and r.offset not in seen
+        )
+
+
+# --- 4. the API server goes away ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_apiserver_down_20s_while_checkpointing(
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    big_csv: Path,
+    new_topic: Callable[..., str],
+    apiserver_control: ComponentControl,
+) -> None:
+    seed = seed_for("apiserver-20s")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    _create(ingestions, "adown", big_csv, topic, testenv.kafka_bootstrap,
+            worker={"parallelism": 1, "backoffLimit": 6})
+    with Watcher(ingestions, "adown") as w:
+        _wait_progress(ingestions, "adown", rng, big_csv.stat().st_size)
+        apiserver_control.stop()
+        time.sleep(20)
+        apiserver_control.start()
+        st = ingestions.wait_phase("adown", "Completed", timeout=600)
+    report = _verify(big_csv, topic, testenv.kafka_bootstrap)
+    report_row("4. API server down 20 s", seed, 1, report, st["phase"],
+               f"attempts {st['attempts']}")
+    check_outcome(report, max(1, int(st["attempts"]) - 1) + 1, w)
+
+
+# --- 5. the operator dies -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["job-creation", "running", "completion"])
+def test_operator_killed(
+    moment: str,
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    tmp_path: Path,
+    new_topic: Callable[..., str],
+) -> None:
+    seed = seed_for(f"operator-{moment}")
+    rng = random.Random(seed)
+    rows = 200_000
+    csv = write_csv(tmp_path / "op.csv", rows)
+    topic = new_topic(partitions=3)
+    with Watcher(ingestions, "opk") as w:
+        _create(ingestions, "opk", csv, topic, testenv.kafka_bootstrap)
+        if moment == "job-creation":
+            time.sleep(rng.uniform(0.0, 0.4))
+        elif moment == "running":
+            _wait_progress(ingestions, "opk", rng, csv.stat().st_size)
+        else:  # the worker is finishing: the Job completes while the operator is down
+            wait_for("the last rows", lambda: int(
+                (ingestions.status("opk").get("checkpoint") or {}).get("row", 0)) >= rows * 0.8,
+                timeout=240, interval=0.02)
+        operator.stop(signal.SIGKILL)
+        time.sleep(rng.uniform(0.5, 3.0))
+        operator.start()
+        st = ingestions.wait_phase("opk", "Completed", timeout=400)
+        time.sleep(2)  # anything late (a second Job, a phase change) shows up here
+    jobs = ingestions.jobs()
+    report = _verify(csv, topic, testenv.kafka_bootstrap)
+    report_row(f"5. operator SIGKILLed at {moment}", seed, 1, report, st["phase"],
+               f"jobs {jobs}")
+    check_outcome(report, 1, w)
+    assert jobs == ["opk-1"], jobs
+    assert ingestions.status("opk")["phase"] == "Completed"
+
+
+# --- 6. two attempts racing ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_attempts_racing_checkpoint_never_moves_back(
+    operator: OperatorProcess,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    big_csv: Path,
+    new_topic: Callable[..., str],
+    namespace: str,
+) -> None:
+    """A second worker of the same run (as a stale pod the Job controller thinks dead but which
+    still runs) starts from an early checkpoint and writes while the real pod is ahead."""
+    seed = seed_for("racing")
+    rng = random.Random(seed)
+    topic = new_topic(partitions=3)
+    _create(ingestions, "race", big_csv, topic, testenv.kafka_bootstrap)
+    job = wait_for("the Job", lambda: ingestions.batch.read_namespaced_job("race-1", namespace)
+                   if "race-1" in ingestions.jobs() else None, timeout=60)
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env if e.value}
+    with Watcher(ingestions, "race") as w:
+        _wait_progress(ingestions, "race", rng, big_csv.stat().st_size)
+        # The stale attempt: same run, same spec, admin credentials (it only writes status).
+        stale = subprocess.Popen(
+            [sys.executable, "-m", "ingest_worker.job_main"],
+            env={**os.environ, **env, "CSVKAFKA_POD_NAME": "stale-pod",
+                 "KUBECONFIG": str(testenv.kubeconfig)},
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            st = ingestions.wait_phase("race", "Completed", timeout=400)
+            stale.wait(timeout=300)
+        finally:
+            if stale.poll() is None:
+                stale.kill()
+    report = _verify(big_csv, topic, testenv.kafka_bootstrap)
+    report_row("6. two attempts racing", seed, 1, report, st["phase"],
+               f"stale exit {stale.returncode}")
+    check_outcome(report, 2, w)
+    final = ingestions.status("race")
+    assert final["checkpoint"]["row"] == ROWS and final["rowsPublished"] == ROWS, final
+

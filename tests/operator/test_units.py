@@ -1,0 +1,311 @@
+"""Pure unit tests of the control plane: CRD generation, builders, phase machine, settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ingest_operator import builders, crdgen
+from ingest_operator.config import ConfigError, load_config
+from ingest_operator.phases import (
+    Action,
+    JobObservation,
+    JobState,
+    decide,
+    is_suspended,
+    job_patch,
+    observe_job,
+    start_run_patch,
+    suspend_patch,
+)
+
+from ingest_worker.spec import (
+    WORKER_EXIT_FATAL,
+    CsvIngestionSpec,
+    CsvIngestionStatus,
+    Phase,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = "2025-01-01T00:00:00Z"
+
+
+def spec(**overrides: Any) -> CsvIngestionSpec:
+    wire: dict[str, Any] = {
+        "source": {"url": "file:///data/a.csv"},
+        "kafka": {"bootstrapServers": "k:9092", "topic": "rows"},
+    }
+    wire.update(overrides)
+    return CsvIngestionSpec.model_validate(wire)
+
+
+def status(**fields: Any) -> CsvIngestionStatus:
+    return CsvIngestionStatus.model_validate(fields)
+
+
+# --- CRD ---------------------------------------------------------------------------------------
+
+
+def test_committed_crd_is_current() -> None:
+    assert crdgen.main(["--check", str(ROOT / "crds" / "csvingestion.yaml")]) == 0, (
+        "crds/csvingestion.yaml is stale: python -m ingest_operator.crdgen > crds/csvingestion.yaml"
+    )
+
+
+def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, node)]
+    for key, child in (node.get("properties") or {}).items():
+        out += _walk(child, f"{path}.{key}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            out += _walk(node[key], f"{path}[{key}]")
+    return out
+
+
+def test_crd_schema_is_structural_and_documented() -> None:
+    crd = crdgen.build_crd()
+    version = crd["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema["properties"]["spec"], "spec"):
+        assert "type" in node, path
+        assert "description" in node or "[" in path, f"{path} has no description"
+        assert not {"$ref", "anyOf", "allOf", "title"} & node.keys(), path
+        assert not ("properties" in node and "additionalProperties" in node), path
+    spec_props = schema["properties"]["spec"]["properties"]
+    assert schema["properties"]["spec"]["required"] == ["source", "kafka"]
+    assert spec_props["kafka"]["required"] == ["bootstrapServers", "topic"]
+    assert spec_props["source"]["properties"]["compression"]["enum"][0] == "auto"
+    assert spec_props["checkpoint"]["properties"]["everySeconds"]["minimum"] == 1
+    assert spec_props["checkpoint"]["default"] == {}
+    assert "pattern" in spec_props["kafka"]["properties"]["topic"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Phase"] == ".status.phase"
+    assert columns["Rows"] == ".status.rowsPublished"
+    assert columns["Errors"] == ".status.rowsFailed"
+    status_props = schema["properties"]["status"]["properties"]
+    assert {"byteOffset", "row"} <= status_props["checkpoint"]["properties"].keys()
+    assert status_props["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def test_job_names_are_deterministic_and_bounded() -> None:
+    assert builders.job_name("sales", 1) == "sales-1"
+    long = "x" * 250
+    assert builders.job_name(long, 12) == builders.job_name(long, 12)
+    assert len(builders.job_name(long, 12)) <= 63
+    assert builders.job_name(long, 12).endswith("-12")
+    assert builders.job_name(long, 1) != builders.job_name(long + "y", 1)
+
+
+def test_job_is_restricted_and_carries_the_spec() -> None:
+    s = spec(
+        source={"url": "s3://b/k.csv", "secretRef": {"name": "aws"}},
+        kafka={"bootstrapServers": "k:9092", "topic": "rows", "secretRef": {"name": "sasl"}},
+        worker={"backoffLimit": 2},
+    )
+    job = builders.build_job("sales", "ns", s, run=3, generation=5, default_image="img:1")
+    assert job["metadata"]["name"] == "sales-3"
+    assert job["metadata"]["labels"][builders.LABEL_RUN] == "3"
+    jspec = job["spec"]
+    assert jspec["backoffLimit"] == 2
+    fatal = jspec["podFailurePolicy"]["rules"][0]
+    assert fatal["action"] == "FailJob"
+    assert fatal["onExitCodes"]["values"] == [WORKER_EXIT_FATAL]
+    pod = jspec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "sales-worker"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = pod["containers"]
+    assert c["image"] == "img:1"
+    assert c["command"][:3] == ["python", "-m", "ingest_worker.job_main"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CSVKAFKA_INGESTION_NAME"] == "sales"
+    assert env["CSVKAFKA_RUN"] == "3"
+    assert CsvIngestionSpec.model_validate_json(env["CSVKAFKA_SPEC"] or "") == s
+    assert c["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    assert any(v.get("secret", {}).get("secretName") == "sasl" for v in pod["volumes"])
+
+
+def test_role_allows_only_own_resource() -> None:
+    role = builders.build_role("sales", "ns")
+    for rule in role["rules"]:
+        assert rule["resourceNames"] == ["sales"]
+        assert "list" not in rule["verbs"] and "delete" not in rule["verbs"]
+    status_rule = next(r for r in role["rules"] if r["resources"] == ["csvingestions/status"])
+    assert set(status_rule["verbs"]) == {"get", "patch", "update"}
+    binding = builders.build_role_binding("sales", "ns", "sales-worker")
+    assert binding["subjects"][0]["name"] == "sales-worker"
+
+
+def test_custom_service_account_is_used() -> None:
+    s = spec(worker={"serviceAccountName": "wi"})
+    job = builders.build_job("a", "ns", s, run=1, generation=1, default_image="i")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "wi"
+
+
+# --- phase machine -----------------------------------------------------------------------------
+
+
+def test_first_reconcile_starts_run_one() -> None:
+    d = decide(1, spec(), status())
+    assert (d.action, d.run, d.reset_checkpoint) == (Action.START_RUN, 1, False)
+
+
+def test_restart_of_the_operator_only_ensures_the_job() -> None:
+    st = status(phase="InProgress", run=1, observedGeneration=1, sourceUrl="file:///data/a.csv")
+    assert decide(1, spec(), st).action == Action.ENSURE_JOB
+
+
+def test_edit_while_running_is_reported_not_applied() -> None:
+    st = status(phase="InProgress", run=1, observedGeneration=1)
+    assert decide(2, spec(), st).action == Action.REPORT_PENDING_EDIT
+
+
+def test_edit_of_a_failed_ingestion_retries_from_the_checkpoint() -> None:
+    st = status(
+        phase="Failed",
+        run=1,
+        observedGeneration=1,
+        sourceUrl="file:///data/a.csv",
+        checkpoint={"byteOffset": 100, "row": 5},
+    )
+    assert decide(1, spec(), st).action == Action.NOTHING
+    d = decide(2, spec(retry=1), st)
+    assert (d.action, d.run, d.reset_checkpoint) == (Action.START_RUN, 2, False)
+    patch = start_run_patch(
+        st, spec(), run=2, job_name="a-2", generation=2, reset_checkpoint=False, now=NOW
+    )
+    assert "checkpoint" not in patch and patch["run"] == 2 and patch["phase"] == "Pending"
+    assert "row 5" in patch["message"]
+
+
+def test_a_new_source_starts_from_zero() -> None:
+    st = status(
+        phase="Failed",
+        run=1,
+        observedGeneration=1,
+        sourceUrl="file:///data/old.csv",
+        checkpoint={"byteOffset": 100, "row": 5},
+        rowsPublished=5,
+    )
+    d = decide(2, spec(), st)
+    assert d.reset_checkpoint
+    patch = start_run_patch(
+        st, spec(), run=2, job_name="a-2", generation=2, reset_checkpoint=True, now=NOW
+    )
+    assert patch["checkpoint"] is None and patch["rowsPublished"] == 0
+    assert patch["sourceUrl"] == "file:///data/a.csv"
+
+
+def test_suspend_and_resume() -> None:
+    running = status(phase="InProgress", run=1, observedGeneration=1, jobName="a-1")
+    assert decide(2, spec(suspend=True), running).action == Action.SUSPEND
+    suspended = running.model_copy(
+        update=CsvIngestionStatus.model_validate(
+            {**running.to_wire(), **suspend_patch(running, 2, NOW)}
+        ).__dict__
+    )
+    assert is_suspended(suspended) and suspended.phase == Phase.PENDING
+    assert decide(2, spec(suspend=True), suspended).action == Action.NOTHING
+    d = decide(3, spec(suspend=False), suspended)
+    assert (d.action, d.run) == (Action.START_RUN, 2)
+    # A stale event of the deleted Job does not move the phase.
+    assert job_patch(suspended, 1, "a-1", JobObservation(JobState.FAILED), NOW) is None
+
+
+def test_completed_is_terminal() -> None:
+    st = status(phase="Completed", run=1, observedGeneration=1)
+    assert decide(1, spec(), st).action == Action.NOTHING
+    assert decide(2, spec(retry=3), st).action == Action.IGNORE_EDIT
+
+
+def test_job_states_move_the_phase() -> None:
+    assert observe_job(None).state == JobState.PENDING
+    assert observe_job({"active": 1}).state == JobState.RUNNING
+    done = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert observe_job(done).state == JobState.SUCCEEDED
+    failed = observe_job(
+        {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ]
+        }
+    )
+    assert failed.state == JobState.FAILED
+
+    pending = status(phase="Pending", run=2, observedGeneration=3, rowsPublished=0)
+    running = job_patch(pending, 2, "a-2", JobObservation(JobState.RUNNING), NOW)
+    assert running is not None and running["phase"] == "InProgress"
+    assert job_patch(pending, 1, "a-1", JobObservation(JobState.RUNNING), NOW) is None  # stale
+
+    inprog = status(phase="InProgress", run=2, observedGeneration=3, rowsPublished=7)
+    ok = job_patch(inprog, 2, "a-2", JobObservation(JobState.SUCCEEDED), NOW)
+    assert ok is not None and ok["phase"] == "Completed" and "7 rows" in ok["message"]
+    ready = next(c for c in ok["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == 3
+
+    bad = job_patch(inprog, 2, "a-2", failed, NOW)
+    assert bad is not None and bad["phase"] == "Failed" and "BackoffLimitExceeded" in bad["message"]
+    worker_said = status(phase="InProgress", run=2, lastError="source not found: s3://b/k")
+    bad = job_patch(worker_said, 2, "a-2", failed, NOW)
+    assert bad is not None and "source not found: s3://b/k" in bad["message"]
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_parsing() -> None:
+    cfg = load_config({})
+    assert cfg.clusterwide and cfg.metrics_port == 9090
+    cfg = load_config({"CSVKAFKA_WATCH_NAMESPACES": "a, b", "CSVKAFKA_METRICS_PORT": "0"})
+    assert cfg.watch_namespaces == ("a", "b") and not cfg.clusterwide and cfg.metrics_port == 0
+    assert load_config({"CSVKAFKA_WATCH_NAMESPACES": "*"}).clusterwide
+
+
+def test_config_errors_name_every_bad_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({"CSVKAFKA_METRICS_PORT": "http", "CSVKAFKA_WATCH_NAMESPACES": "Bad_NS"})
+    text = str(err.value)
+    assert "CSVKAFKA_METRICS_PORT" in text and "CSVKAFKA_WATCH_NAMESPACES" in text
+
+
+# --- manifests ---------------------------------------------------------------------------------
+
+
+def test_sample_validates_against_the_model() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "sample-csvingestion.yaml").read_text()))
+    (sample,) = [d for d in docs if d and d.get("kind") == "CsvIngestion"]
+    CsvIngestionSpec.model_validate(sample["spec"])
+
+
+def test_operator_refuses_to_start_with_a_bad_setting() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingest_operator"],
+        env={**os.environ, "CSVKAFKA_METRICS_PORT": "99999"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "csvkafka-operator: invalid operator configuration: CSVKAFKA_METRICS_PORT: "
+        "Input should be less than or equal to 65535"
+    ]
