@@ -252,16 +252,18 @@ class KubeStatusStore:
         return written
 
     def save(self, checkpoint: Checkpoint) -> None:
-        if self.clock() - self._last_write < self.min_interval:
-            return  # throttled: a later save or final() carries it
         if self._written_row is None:
             self._written_row = checkpoint.row  # where this pod resumed from
+        lag = checkpoint.row - self._written_row
+        # Throttled to spare etcd, but never so far that a crash would replay more than the
+        # checkpoint interval (the pipeline saves every half interval).
+        if self.clock() - self._last_write < self.min_interval and lag < self.max_lag_rows // 2:
+            return  # a later save or final() carries it
         try:
             self._write(checkpoint)
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            lag = checkpoint.row - self._written_row
             if lag < self.max_lag_rows:
                 log.warning(
                     "checkpoint at row %d not saved yet (Kubernetes API unavailable: %s); going on",

@@ -166,3 +166,24 @@ def test_store_throttles_saves(resource: str, kube_api: client.ApiClient, namesp
     store.final(cp(200, 2), Outcome(True, "done"))  # final always writes
     assert _status(kube_api, namespace)["checkpoint"]["byteOffset"] == 200
     assert store.writes == 2
+
+
+def test_throttle_never_lets_the_checkpoint_lag_half_an_interval(
+    resource: str, kube_api: client.ApiClient, namespace: str
+) -> None:
+    clock = [10.0]
+    store = KubeStatusStore(
+        namespace,
+        resource,
+        run=2,
+        source_url=URL,
+        api=kube_api,
+        min_interval=60.0,
+        clock=lambda: clock[0],
+        max_lag_rows=1000,
+    )
+    store.save(cp(100, 1))
+    store.save(cp(200, 400))  # throttled: 399 rows behind is less than half an interval
+    assert _status(kube_api, namespace)["checkpoint"]["byteOffset"] == 100
+    store.save(cp(300, 501))  # 500 rows behind: written despite the throttle
+    assert _status(kube_api, namespace)["checkpoint"]["byteOffset"] == 300
