@@ -166,6 +166,22 @@ def kube_api(testenv: TestEnv):  # type: ignore[no-untyped-def]
     return config.new_client_from_config(config_file=str(testenv.kubeconfig))
 
 
+def run_kubectl(
+    testenv: TestEnv, *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Runs kubectl with the environment's kubeconfig; raises on failure when ``check``."""
+    proc = subprocess.run(
+        ["kubectl", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        env={**os.environ, **testenv.environ},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
 @pytest.fixture
 def kubectl(testenv: TestEnv) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``kubectl(*args, check=True, input=None)``, with the environment's kubeconfig."""
@@ -173,18 +189,7 @@ def kubectl(testenv: TestEnv) -> Callable[..., subprocess.CompletedProcess[str]]
     def run(
         *args: str, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            ["kubectl", *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            env={**os.environ, **testenv.environ},
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}"
-            )
-        return proc
+        return run_kubectl(testenv, *args, input=input, check=check)
 
     return run
 

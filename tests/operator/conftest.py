@@ -21,25 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TestEnv
+from tests.conftest import ROOT, TestEnv, run_kubectl
 
 OPERATOR_NS = "csvkafka-system"
 OPERATOR_SA = "csvkafka-operator"
-
-
-def run_kubectl(
-    testenv: TestEnv, *args: str, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["kubectl", *args],
-        capture_output=True,
-        text=True,
-        input=input,
-        env={**os.environ, **testenv.environ},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def free_port() -> int:
