@@ -113,6 +113,8 @@ def is_behind(current: dict[str, Any], cp: Checkpoint) -> bool:
     stored = current.get("checkpoint") or {}
     if current.get("sourceUrl") not in (None, cp.source_url):
         return False  # the operator reset the status for another file
+    if current.get("sourceVersion") not in (None, cp.source_version):
+        return False  # the object was replaced and the run restarts from zero (onChange: Restart)
     return int(stored.get("byteOffset", -1)) > cp.byte_offset
 
 

@@ -157,3 +157,17 @@ def test_a_volume_claim_is_mounted_read_only() -> None:
     )
     with pytest.raises(ValidationError, match=r"not under volume\.mountPath"):
         Source.model_validate({"url": "/etc/passwd", "volume": {"claimName": "dumps"}})
+
+
+def test_a_replaced_object_may_restart_the_checkpoint_from_zero() -> None:
+    # onChange: Restart starts the new version from zero: that is not a checkpoint moving back.
+    from ingest_worker.checkpoint import Checkpoint, Counters
+    from ingest_worker.kube_store import is_behind
+
+    stored = {"sourceUrl": URL, "sourceVersion": "v1", "checkpoint": {"byteOffset": 5000}}
+
+    def at(offset: int, version: str) -> Checkpoint:
+        return Checkpoint(offset, 1, 3, URL, version, Counters(bytes_read=offset))
+
+    assert is_behind(stored, at(100, "v1"))
+    assert not is_behind(stored, at(100, "v2"))
