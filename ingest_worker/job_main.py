@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest_worker.kube_store import GROUP, PLURAL, VERSION, KubeStatusStore, StaleRun
+from ingest_worker.kube_store import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    AttemptBehind,
+    KubeStatusStore,
+    StaleRun,
+)
 from ingest_worker.metrics import Metrics
 from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
 
@@ -149,6 +156,10 @@ def main() -> int:
     except StaleRun as exc:
         log.warning("stopping: %s", exc)
         return 0  # nothing left for this pod to do; the newer run owns the ingestion
+    except AttemptBehind as exc:
+        # Not 0: a success would complete the Job and stop the attempt that is ahead.
+        log.warning("stopping: %s", exc)
+        return EXIT_RETRY
     except Exception as exc:  # an unexpected crash: record it, let the Job retry the pod
         log.exception("worker crashed")
         try:

@@ -50,6 +50,15 @@ class StaleRun(Exception):
     """A newer run of the ingestion exists: this worker must stop and write nothing."""
 
 
+class AttemptBehind(Exception):
+    """Another attempt of the same run stored a checkpoint ahead of this worker's.
+
+    Two workers of one run only coexist when a pod the Job controller gave up on still runs
+    (a partitioned node). Both would publish the rest of the file; the one behind yields, so
+    the replay stays within about one checkpoint interval.
+    """
+
+
 def load_api_client() -> client.ApiClient:
     """In-cluster credentials (the pod's ServiceAccount token), else $KUBECONFIG."""
     try:
@@ -238,14 +247,11 @@ class KubeStatusStore:
     def _write(self, cp: Checkpoint, extra: dict[str, Any] | None = None) -> bool:
         def compute(status: dict[str, Any]) -> dict[str, Any] | None:
             if is_behind(status, cp):
-                log.warning(
-                    "not moving the checkpoint of %s/%s back from %s to %s",
-                    self.namespace,
-                    self.name,
-                    (status.get("checkpoint") or {}).get("byteOffset"),
-                    cp.byte_offset,
+                raise AttemptBehind(
+                    f"another attempt of {self.namespace}/{self.name} is ahead: checkpoint at "
+                    f"byte {(status.get('checkpoint') or {}).get('byteOffset')}, this worker at "
+                    f"{cp.byte_offset}; not moving it back"
                 )
-                return extra or None
             return {**checkpoint_status(cp), **(extra or {})}
 
         written = self._update(compute)

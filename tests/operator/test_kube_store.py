@@ -12,6 +12,7 @@ from kubernetes import client
 from ingest_worker.checkpoint import Checkpoint, Counters, Outcome
 from ingest_worker.job_main import exit_code_for, read_env, with_kafka_secret
 from ingest_worker.kube_store import (
+    AttemptBehind,
     KubeStatusStore,
     StaleRun,
     checkpoint_from_status,
@@ -128,7 +129,13 @@ def test_store_rules_on_a_real_resource(
     assert st["checkpoint"]["byteOffset"] == 500 and st["rowsPublished"] == 10
     assert st["progress"] == "50%" and st["attempts"] == 2 and st["phase"] == "Pending"
 
-    store.save(cp(300, 6))  # an older checkpoint (a slow pod) never moves it back
+    # An older checkpoint (a second attempt of the run, behind) never moves it back: that
+    # attempt is told to yield.
+    behind = KubeStatusStore(
+        namespace, resource, run=2, source_url=URL, api=kube_api, min_interval=0
+    )
+    with pytest.raises(AttemptBehind):
+        behind.save(cp(300, 6))
     assert _status(kube_api, namespace)["checkpoint"]["byteOffset"] == 500
 
     stale = KubeStatusStore(
