@@ -19,7 +19,6 @@ import ctypes
 import glob
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest_worker.producer import KafkaUnavailable
+from ingest_worker.producer import KafkaUnavailable, backoff_deadline
 
 log = logging.getLogger("ingest_worker.kafka")
 
@@ -292,12 +291,7 @@ class NativeProducer:
                 raise InterruptedError("stopping")
 
     def _backoff(self, attempt: int, last_progress: float) -> None:
-        elapsed = time.monotonic() - last_progress
-        if elapsed > self.retry_budget_s:
-            why = self.last_error or "delivery failed"
-            raise KafkaUnavailable(f"Kafka unavailable for {elapsed:.0f}s: {why}")
-        cap = min(30.0, 0.5 * 2**attempt, self.retry_budget_s - elapsed)
-        deadline = time.monotonic() + random.uniform(0, max(cap, 0.0))  # full jitter
+        deadline = backoff_deadline(attempt, last_progress, self.retry_budget_s, self.last_error)
         while (left := deadline - time.monotonic()) > 0:
             self.lib.rd_kafka_poll(self.rk, int(min(left, 0.2) * 1000))
             if self.should_stop():

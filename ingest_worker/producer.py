@@ -197,14 +197,7 @@ class Deliverer:
                 raise InterruptedError("stopping")
 
     def _sleep_backoff(self, attempt: int, last_progress: float) -> None:
-        elapsed = time.monotonic() - last_progress
-        if elapsed > self.retry_budget_s:
-            raise KafkaUnavailable(
-                f"Kafka unavailable for {elapsed:.0f}s: {self.last_error or 'delivery failed'}"
-            )
-        # Full jitter (0..cap), so processes retrying together do not stampede the broker.
-        cap = min(30.0, 0.5 * 2**attempt, self.retry_budget_s - elapsed)
-        deadline = time.monotonic() + random.uniform(0, max(cap, 0.0))
+        deadline = backoff_deadline(attempt, last_progress, self.retry_budget_s, self.last_error)
         while time.monotonic() < deadline:
             self.producer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
             if self.should_stop():
@@ -213,6 +206,21 @@ class Deliverer:
     def close(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(KafkaException):
             self.producer.flush(timeout)
+
+
+def backoff_deadline(
+    attempt: int, last_progress: float, budget_s: float, last_error: str | None
+) -> float:
+    """When the next retry may go: exponential backoff with full jitter (0..cap), so processes
+    retrying together do not stampede the broker. Raises once ``budget_s`` has passed without
+    an acknowledgement."""
+    elapsed = time.monotonic() - last_progress
+    if elapsed > budget_s:
+        raise KafkaUnavailable(
+            f"Kafka unavailable for {elapsed:.0f}s: {last_error or 'delivery failed'}"
+        )
+    cap = min(30.0, 0.5 * 2**attempt, budget_s - elapsed)
+    return time.monotonic() + random.uniform(0, max(cap, 0.0))
 
 
 def _retriable(err: KafkaError) -> bool:

@@ -414,3 +414,18 @@ def test_latin1_file_both_paths() -> None:
     expected = [{"a": "1", "b": "café"}, {"a": "2", "b": "naïve, yes"}]
     assert [orjson.loads(v) for v in fast.values] == expected
     assert [orjson.loads(v) for v in exact.values] == expected
+
+
+def test_backoff_grows_with_jitter_and_ends_with_the_budget() -> None:
+    import time as _time
+
+    from ingest_worker.producer import KafkaUnavailable, backoff_deadline
+
+    now = _time.monotonic()
+    for attempt in range(1, 8):
+        wait = backoff_deadline(attempt, now, budget_s=300, last_error=None) - _time.monotonic()
+        assert 0 <= wait <= min(30.0, 0.5 * 2**attempt) + 0.01
+    # Never sleeps past the budget, and fails once it is spent, naming the last error.
+    assert backoff_deadline(20, now - 299.9, 300, None) - _time.monotonic() <= 0.2
+    with pytest.raises(KafkaUnavailable, match=r"Kafka unavailable for 301s: broker down"):
+        backoff_deadline(1, now - 301, 300, "broker down")
