@@ -295,6 +295,22 @@ def rewrite_path(value: str, mounts: Sequence[tuple[str, str]]) -> str:
     return value
 
 
+def container_argv(
+    container: Mapping[str, Any],
+    env: Mapping[str, str],
+    python: str,
+    mounts: Sequence[tuple[str, str]],
+) -> list[str]:
+    """The argv to run, with container paths under a mountPath rewritten.
+
+    Our own interpreter, substituted for the image's, is a host path and is never rewritten:
+    the project may live under a directory that a pod mounts (a clone under /tmp, say).
+    """
+    argv = build_argv(container, env, python)
+    first = argv[0] if argv[0] == python else rewrite_path(argv[0], mounts)
+    return [first, *(rewrite_path(a, mounts) for a in argv[1:])]
+
+
 def volume_env_name(volume: str) -> str:
     return "CSVKAFKA_VOLUME_" + re.sub(r"[^A-Z0-9]", "_", volume.upper())
 
@@ -1112,7 +1128,7 @@ class PodWorker(threading.Thread):
         for k in declared:
             env[k] = rewrite_path(env[k], mounts)
         # `$(VAR)` in command/args sees only the container's declared env, as in Kubernetes.
-        argv = [rewrite_path(a, mounts) for a in build_argv(container, declared, self.opts.python)]
+        argv = container_argv(container, declared, self.opts.python, mounts)
 
         if pod["spec"].get("automountServiceAccountToken") is not False:
             env["KUBECONFIG"] = self._write_identity(container)

@@ -465,3 +465,20 @@ def test_base_env_puts_interpreter_bin_first(monkeypatch: pytest.MonkeyPatch) ->
     assert env["PATH"] == "/venv/bin:/usr/bin:/bin"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert set(env) == {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED"}
+
+
+def test_our_interpreter_is_not_rewritten_even_under_a_mounted_path() -> None:
+    # The project may be cloned under /tmp while the worker pod mounts an emptyDir at /tmp.
+    python = "/tmp/clone/.venv/bin/python"
+    mounts = [("/tmp", "/state/pods/p/volumes/tmp")]
+    container = {"command": ["python", "-m", "worker"], "args": ["--out=/tmp/x", "/tmp/y"]}
+    assert pr.container_argv(container, {}, python, mounts) == [
+        python,
+        "-m",
+        "worker",
+        "--out=/state/pods/p/volumes/tmp/x",
+        "/state/pods/p/volumes/tmp/y",
+    ]
+    # An argv[0] that is the container's own path is still the container's.
+    tool = {"command": ["/tmp/tool"]}
+    assert pr.container_argv(tool, {}, python, mounts) == ["/state/pods/p/volumes/tmp/tool"]
