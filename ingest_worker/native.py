@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest_worker.producer import KafkaUnavailable, backoff_deadline
+from ingest_worker.producer import AckWaiter, KafkaUnavailable
 
 log = logging.getLogger("ingest_worker.kafka")
 
@@ -129,7 +129,7 @@ class _Failure:
     err: int
 
 
-class NativeProducer:
+class NativeProducer(AckWaiter):
     """One librdkafka producer for one topic, fed whole chunks."""
 
     def __init__(
@@ -255,49 +255,24 @@ class NativeProducer:
         if self.fatal_error is not None:
             raise KafkaUnavailable(f"fatal producer error: {self.fatal_error}")
 
-    def flush_all(self) -> None:
-        """Returns once everything produced so far is acknowledged (see producer.Deliverer)."""
-        lib = self.lib
-        last_progress = time.monotonic()
-        attempt = 0
-        while True:
-            before = lib.rd_kafka_outq_len(self.rk)
-            failed_before = len(self.failures)
-            lib.rd_kafka_flush(self.rk, 1000)  # returns an error code, not a count
-            remaining = lib.rd_kafka_outq_len(self.rk)
-            self._check_fatal()
-            # Progress means acknowledgements, not messages leaving the queue as failures.
-            if before - remaining > len(self.failures) - failed_before:
-                last_progress = time.monotonic()
-            if remaining == 0 and not self.failures:
-                return
-            if self.failures:
-                failed, self.failures = self.failures, []
-                permanent = [f for f in failed if f.err not in RETRIABLE]
-                if permanent:
-                    raise KafkaUnavailable(
-                        f"delivery to {self.topic} failed permanently: "
-                        f"{self._errstr(permanent[0].err)}"
-                    )
-                attempt += 1
-                self._backoff(attempt, last_progress)
-                self._reproduce(failed)
-                continue
-            stalled = time.monotonic() - last_progress
-            if stalled > self.retry_budget_s:
-                why = self.last_error or "no acknowledgements"
-                raise KafkaUnavailable(f"Kafka unavailable for {stalled:.0f}s: {why}")
-            if self.should_stop():
-                raise InterruptedError("stopping")
+    # --- AckWaiter hooks ------------------------------------------------------------------------
 
-    def _backoff(self, attempt: int, last_progress: float) -> None:
-        deadline = backoff_deadline(attempt, last_progress, self.retry_budget_s, self.last_error)
-        while (left := deadline - time.monotonic()) > 0:
-            self.lib.rd_kafka_poll(self.rk, int(min(left, 0.2) * 1000))
-            if self.should_stop():
-                raise InterruptedError("stopping")
+    def _queued(self) -> int:
+        return int(self.lib.rd_kafka_outq_len(self.rk))
 
-    def _reproduce(self, failed: list[_Failure]) -> None:
+    def _flush_for(self, seconds: float) -> None:
+        self.lib.rd_kafka_flush(self.rk, int(seconds * 1000))  # an error code, not a count
+
+    def _poll_for(self, seconds: float) -> None:
+        self.lib.rd_kafka_poll(self.rk, int(seconds * 1000))
+
+    def _permanent_error(self, failed: list[Any]) -> str | None:
+        for f in failed:
+            if f.err not in RETRIABLE:
+                return f"delivery to {self.topic} failed permanently: {self._errstr(f.err)}"
+        return None
+
+    def _reproduce(self, failed: list[Any]) -> None:
         buf = b"".join(f.payload for f in failed)
         lens = np.fromiter((len(f.payload) for f in failed), dtype=np.int64, count=len(failed))
         starts = np.cumsum(lens) - lens

@@ -64,8 +64,79 @@ class _Failure:
     error: KafkaError
 
 
+class AckWaiter:
+    """The wait for acknowledgements, shared by both producers (confluent-kafka and ctypes).
+
+    Waits while the broker makes progress; re-produces failed messages with exponential
+    backoff and jitter; raises :class:`KafkaUnavailable` when nothing succeeded for the whole
+    retry budget or a failure is permanent. Subclasses supply the queue operations.
+    """
+
+    failures: list[Any]
+    last_error: str
+    retry_budget_s: float
+    should_stop: Callable[[], bool]
+
+    def _queued(self) -> int:
+        raise NotImplementedError
+
+    def _flush_for(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _poll_for(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _check_fatal(self) -> None:
+        raise NotImplementedError
+
+    def _permanent_error(self, failed: list[Any]) -> str | None:
+        """A message for the first failure that retrying cannot cure, if any."""
+        raise NotImplementedError
+
+    def _reproduce(self, failed: list[Any]) -> None:
+        raise NotImplementedError
+
+    def flush_all(self) -> None:
+        """Returns once every message produced so far is acknowledged."""
+        last_progress = time.monotonic()
+        attempt = 0
+        while True:
+            before = self._queued()
+            failed_before = len(self.failures)
+            self._flush_for(1.0)
+            remaining = self._queued()
+            self._check_fatal()
+            # Progress means acknowledgements, not messages leaving the queue as failures.
+            if before - remaining > len(self.failures) - failed_before:
+                last_progress = time.monotonic()
+            if remaining == 0 and not self.failures:
+                return
+            if self.failures:
+                failed, self.failures = self.failures, []
+                permanent = self._permanent_error(failed)
+                if permanent is not None:
+                    raise KafkaUnavailable(permanent)
+                attempt += 1
+                self._sleep_backoff(attempt, last_progress)
+                self._reproduce(failed)
+                continue
+            stalled = time.monotonic() - last_progress
+            if stalled > self.retry_budget_s:
+                why = self.last_error or "no acknowledgements"
+                raise KafkaUnavailable(f"Kafka unavailable for {stalled:.0f}s: {why}")
+            if self.should_stop():
+                raise InterruptedError("stopping")
+
+    def _sleep_backoff(self, attempt: int, last_progress: float) -> None:
+        deadline = backoff_deadline(attempt, last_progress, self.retry_budget_s, self.last_error)
+        while (left := deadline - time.monotonic()) > 0:
+            self._poll_for(min(left, 0.2))
+            if self.should_stop():
+                raise InterruptedError("stopping")
+
+
 @dataclass
-class Deliverer:
+class Deliverer(AckWaiter):
     """One producer and the bookkeeping to know that everything given to it was acknowledged."""
 
     config: dict[str, Any]
@@ -157,51 +228,26 @@ class Deliverer:
 
     # --- acknowledging --------------------------------------------------------------------------
 
-    def flush_all(self) -> None:
-        """Returns once every message produced so far is acknowledged.
+    # --- AckWaiter hooks ------------------------------------------------------------------------
 
-        Waits while the broker makes progress; re-produces failed messages with exponential
-        backoff and jitter; raises :class:`KafkaUnavailable` when nothing succeeded for the whole
-        retry budget or a failure is permanent.
-        """
-        last_progress = time.monotonic()
-        attempt = 0
-        while True:
-            before = len(self.producer)
-            failed_before = len(self.failures)
-            remaining = self.producer.flush(1.0)
-            self._check_fatal()
-            # Progress means acknowledgements, not messages leaving the queue as failures.
-            if before - remaining > len(self.failures) - failed_before:
-                last_progress = time.monotonic()
-            if remaining == 0 and not self.failures:
-                return
-            if self.failures:
-                failed, self.failures = self.failures, []
-                permanent = [f for f in failed if not _retriable(f.error)]
-                if permanent:
-                    raise KafkaUnavailable(
-                        f"delivery to {permanent[0].topic} failed permanently: "
-                        f"{permanent[0].error.str()}"
-                    )
-                attempt += 1
-                self._sleep_backoff(attempt, last_progress)
-                for f in failed:
-                    self.produce_one(f.topic, f.value, f.key, f.headers)
-                continue
-            stalled = time.monotonic() - last_progress
-            if stalled > self.retry_budget_s:
-                why = self.last_error or "no acknowledgements"
-                raise KafkaUnavailable(f"Kafka unavailable for {stalled:.0f}s: {why}")
-            if self.should_stop():
-                raise InterruptedError("stopping")
+    def _queued(self) -> int:
+        return len(self.producer)
 
-    def _sleep_backoff(self, attempt: int, last_progress: float) -> None:
-        deadline = backoff_deadline(attempt, last_progress, self.retry_budget_s, self.last_error)
-        while time.monotonic() < deadline:
-            self.producer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
-            if self.should_stop():
-                raise InterruptedError("stopping")
+    def _flush_for(self, seconds: float) -> None:
+        self.producer.flush(seconds)
+
+    def _poll_for(self, seconds: float) -> None:
+        self.producer.poll(seconds)
+
+    def _permanent_error(self, failed: list[Any]) -> str | None:
+        for f in failed:
+            if not _retriable(f.error):
+                return f"delivery to {f.topic} failed permanently: {f.error.str()}"
+        return None
+
+    def _reproduce(self, failed: list[Any]) -> None:
+        for f in failed:
+            self.produce_one(f.topic, f.value, f.key, f.headers)
 
     def close(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(KafkaException):
