@@ -18,7 +18,9 @@ from __future__ import annotations
 import ctypes
 import glob
 import logging
+import math
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ingest_worker import partition
 from ingest_worker.producer import AckWaiter, KafkaUnavailable
 
 log = logging.getLogger("ingest_worker.kafka")
@@ -41,7 +44,11 @@ MSG_DTYPE = np.dtype(
     }
 )
 PARTITION_UA = -1
-MSG_F_COPY = 0x2
+PARTITION_COUNT_MAX_AGE_S = 30.0
+"""How long a topic's partition count is trusted (librdkafka refreshes its own less often)."""
+PARTITION_COUNT_RETRY_S = 5.0
+MSG_F_NO_COPY = 0
+"""Neither RD_KAFKA_MSG_F_COPY nor _FREE: librdkafka reads the payload from our buffer."""
 ERR_QUEUE_FULL = -184
 ERR_MSG_TIMED_OUT = -192
 ERR_TIMED_OUT = -185
@@ -65,6 +72,26 @@ class _Message(ctypes.Structure):
         ("key_len", ctypes.c_size_t),
         ("offset", ctypes.c_int64),
         ("_private", ctypes.c_void_p),
+    ]
+
+
+class _MetaTopic(ctypes.Structure):
+    _fields_ = [
+        ("topic", ctypes.c_char_p),
+        ("partition_cnt", ctypes.c_int),
+        ("partitions", ctypes.c_void_p),
+        ("err", ctypes.c_int),
+    ]
+
+
+class _Metadata(ctypes.Structure):
+    _fields_ = [
+        ("broker_cnt", ctypes.c_int),
+        ("brokers", ctypes.c_void_p),
+        ("topic_cnt", ctypes.c_int),
+        ("topics", ctypes.POINTER(_MetaTopic)),
+        ("orig_broker_id", ctypes.c_int32),
+        ("orig_broker_name", ctypes.c_char_p),
     ]
 
 
@@ -109,6 +136,9 @@ def _load() -> Any:
     lib.rd_kafka_err2str.argtypes = [i]
     lib.rd_kafka_err2str.restype = cp
     lib.rd_kafka_topic_destroy.argtypes = [vp]
+    lib.rd_kafka_metadata.argtypes = [vp, i, vp, ctypes.POINTER(ctypes.POINTER(_Metadata)), i]
+    lib.rd_kafka_metadata.restype = i
+    lib.rd_kafka_metadata_destroy.argtypes = [ctypes.POINTER(_Metadata)]
     lib.rd_kafka_destroy.argtypes = [vp]
     _lib = lib
     return lib
@@ -168,6 +198,12 @@ class NativeProducer(AckWaiter):
         lib.rd_kafka_set_log_queue(rk, None)
         self.rkt = lib.rd_kafka_topic_new(rk, topic.encode(), None)
         self.topic = topic
+        self.partitioner = partition.for_config(config)
+        self._partition_count: int | None = None
+        self._partition_count_at = -math.inf
+        self._sticky = random.randrange(1 << 16)
+        # Buffers librdkafka points into (messages are not copied): kept until acknowledged.
+        self._inflight: list[object] = []
 
     # --- callbacks (run inside poll/flush, in this thread) --------------------------------------
 
@@ -196,6 +232,25 @@ class NativeProducer(AckWaiter):
 
     # --- producing ------------------------------------------------------------------------------
 
+    def partition_count(self) -> int | None:
+        """The topic's partition count from the broker (cached), or None while unknown."""
+        now = time.monotonic()
+        age = now - self._partition_count_at
+        if age < (PARTITION_COUNT_MAX_AGE_S if self._partition_count else PARTITION_COUNT_RETRY_S):
+            return self._partition_count
+        self._partition_count_at = now
+        md = ctypes.POINTER(_Metadata)()
+        if self.lib.rd_kafka_metadata(self.rk, 0, self.rkt, ctypes.byref(md), 2000) != 0:
+            return self._partition_count  # the last known count, or None: librdkafka partitions
+        try:
+            topics = [md.contents.topics[i] for i in range(md.contents.topic_cnt)]
+            counts = [t.partition_cnt for t in topics if t.err == 0 and t.partition_cnt > 0]
+            if counts:
+                self._partition_count = counts[0]
+        finally:
+            self.lib.rd_kafka_metadata_destroy(md)
+        return self._partition_count
+
     def produce_chunk(
         self,
         buf: bytes,
@@ -205,7 +260,12 @@ class NativeProducer(AckWaiter):
         kstarts: npt.NDArray[np.int64] | None = None,
         klens: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        """Enqueues every line of ``buf`` (librdkafka copies them); waits when the queue is full."""
+        """Enqueues every line of ``buf``; waits when the queue is full. librdkafka points into
+        ``buf`` (no copy of the values), so it is kept until :meth:`flush_all` returns.
+
+        With a partitioner of ours (see :mod:`partition`) and the partition count known, one
+        batch per partition, in file order within each; otherwise librdkafka partitions.
+        """
         n = len(starts)
         if n == 0:
             return
@@ -218,13 +278,26 @@ class NativeProducer(AckWaiter):
             kbase = np.frombuffer(kbuf, dtype=np.uint8).ctypes.data if kbuf else 0
             msgs["key"] = np.where(klens > 0, kbase + kstarts.astype(np.uint64), 0)
             msgs["key_len"] = klens
-        self._submit(msgs, (buf, kbuf))
+        count = self.partition_count() if self.partitioner is not None else None
+        if self.partitioner is None or count is None:
+            self._submit(msgs, PARTITION_UA, (buf, kbuf))
+            return
+        self._sticky += 1
+        parts = self.partitioner.partitions(n, count, self._sticky % count, kbuf, kstarts, klens)
+        order = np.argsort(parts, kind="stable")
+        parts = parts[order]
+        bounds = np.searchsorted(parts, np.arange(count + 1)).tolist()
+        msgs = msgs[order]
+        for p in range(count):
+            if bounds[p] < bounds[p + 1]:
+                self._submit(msgs[bounds[p] : bounds[p + 1]], p, (buf, kbuf))
 
-    def _submit(self, msgs: npt.NDArray[Any], keepalive: object) -> None:
+    def _submit(self, msgs: npt.NDArray[Any], partition: int, keepalive: object) -> None:
         lib = self.lib
+        self._inflight.append(keepalive)  # before the first message can point into it
         start = time.monotonic()
         while len(msgs):
-            done = lib.rd_kafka_produce_batch(self.rkt, PARTITION_UA, MSG_F_COPY,
+            done = lib.rd_kafka_produce_batch(self.rkt, partition, MSG_F_NO_COPY,
                                               msgs.ctypes.data, len(msgs))
             if done == len(msgs):
                 break
@@ -248,7 +321,6 @@ class NativeProducer(AckWaiter):
                 raise KafkaUnavailable(f"Kafka unavailable for {self.retry_budget_s:.0f}s: {why}")
             if self.should_stop():
                 raise InterruptedError("stopping")
-        del keepalive
         lib.rd_kafka_poll(self.rk, 0)
 
     def _check_fatal(self) -> None:
@@ -284,9 +356,14 @@ class NativeProducer(AckWaiter):
         else:
             self.produce_chunk(buf, starts, lens)
 
+    def flush_all(self) -> None:
+        super().flush_all()
+        self._inflight.clear()
+
     def close(self, timeout_s: float = 5.0) -> None:
         if self.rk:
             self.lib.rd_kafka_flush(self.rk, int(timeout_s * 1000))
             self.lib.rd_kafka_topic_destroy(self.rkt)
             self.lib.rd_kafka_destroy(self.rk)
             self.rk = None
+        self._inflight.clear()

@@ -249,7 +249,7 @@ def parse_fast(
         )
         ks = df.select(key_expr).to_series()
         key_lens = ks.str.len_bytes().to_numpy().astype(np.int64)
-        key_buf = str(ks.str.join("").item() or "").encode()
+        key_buf = _joined(ks)
         key_starts = np.cumsum(key_lens) - key_lens
     typed = [(c, t) for c, t in layout.column_types.items() if t != STRING]
     if not typed and _plain_strings(data, layout, recs):
@@ -334,10 +334,17 @@ def _templated(
     if ser.null_count():
         return None
     lens = ser.str.len_bytes().to_numpy().astype(np.int64)
-    payload = str(ser.str.join("").item() or "").encode()
+    payload = _joined(ser)
     if int(lens.sum()) != len(payload):
         return None
     return payload, np.cumsum(lens) - lens, lens
+
+
+def _joined(ser: pl.Series) -> bytes:
+    """The strings of ``ser`` end to end, as UTF-8 bytes (straight from polars' buffer: no
+    round trip through a Python str)."""
+    joined = ser.str.join("").cast(pl.Binary).item()
+    return bytes(joined or b"")
 
 
 def _has_bare_cr(data: bytes) -> bool:

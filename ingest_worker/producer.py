@@ -32,6 +32,8 @@ DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
     "queue.buffering.max.kbytes": 32 * 1024,
     "queue.buffering.max.messages": 200_000,
     "delivery.report.only.error": True,
+    # The Java client's partitioner: a key lands where Streams, Connect or a Java producer put it.
+    "partitioner": "murmur2_random",
 }
 MESSAGE_TIMEOUT_CAP_S = 60
 

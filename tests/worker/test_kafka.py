@@ -148,6 +148,46 @@ def test_gzip_file_and_keys_and_types(
         assert v["_line"] == v["id"] + 2
 
 
+@pytest.mark.parametrize("partitioner", ["murmur2_random", "consistent_random", "random"])
+def test_keys_land_in_the_partition_librdkafka_would_choose(
+    partitioner: str, tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str],
+    consume_all: Callable[..., list[Message]],
+) -> None:
+    """The worker partitions keyed rows itself (one batch per partition): the same partition
+    as librdkafka's partitioner of that name puts the key in, checked by producing the same keys
+    through confluent-kafka to a topic of the same size."""
+    rnd = random.Random(7)
+    keys = [f"k{i}" for i in range(300)] + ["é中", "x" * 77, "a|b"] + [
+        "".join(rnd.choice("abcdefghij0123456789") for _ in range(rnd.randint(1, 24)))
+        for _ in range(300)
+    ]
+    rows = [(k, i) for i, k in enumerate(keys)] + [("", 10_000), ("", 10_001)]  # keyless too
+    path = tmp_path / "keys.csv"
+    path.write_text("k,n\n" + "".join(f"{k},{n}\n" for k, n in rows), encoding="utf-8")
+    ours, theirs = new_topic(partitions=7), new_topic(partitions=7)
+    spec = make_spec(path, ours, kafka_bootstrap, kafka__keyColumns=["k"],
+                     kafka__producerProperties={"partitioner": partitioner})
+    result = run_ingestion(spec, MemoryCheckpointStore())
+    assert result.completed, result.message
+    got = consume_all(ours, len(rows))
+    assert sorted(orjson.loads(m.value() or b"")["n"] for m in got) == sorted(
+        str(n) for _, n in rows)
+    assert sum(m.key() is None for m in got) == 2  # an empty key is sent as null
+    placed = {(m.key() or b"").decode(): m.partition() for m in got if m.key() is not None}
+    assert len(set(placed.values())) == 7
+    if partitioner == "random":
+        return  # nothing to compare: librdkafka's own partitioner placed them
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": partitioner})
+    for k in keys:
+        producer.produce(theirs, b"", k.encode())
+    assert producer.flush(30) == 0
+    reference_placed = {(m.key() or b"").decode(): m.partition()
+                        for m in consume_all(theirs, len(keys))}
+    assert placed == reference_placed
+
+
 def test_bad_rows_are_counted_logged_and_dead_lettered(
     tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str],
     consume_all: Callable[..., list[Message]],
