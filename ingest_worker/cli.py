@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parallelism", type=int)
     r.add_argument("--producer-property", action="append", dest="props", type=_kv,
                    metavar="KEY=VALUE", help="librdkafka producer property (repeatable)")
-    r.add_argument("--no-metadata", action="store_true", help="no _source/_line/_id in values")
+    r.add_argument("--metadata", action="store_true", help="add _source and _line to values")
+    r.add_argument("--no-event-id", action="store_true", help="no _id in values")
+    r.add_argument("--no-metadata", action="store_true",
+                   help="no _source, _line or _id in values (same as --no-event-id)")
     r.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
     r.add_argument("--errors-log", type=Path, metavar="FILE",
                    help="bad rows as JSON lines (line, reason)")
@@ -150,8 +153,12 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
         props = dict(raw.get("kafka", {}).get("producerProperties", {}))
         props.update(dict(args.props))
         _set(raw, "kafka.producerProperties", props)
+    if args.metadata:
+        _set(raw, "kafka.includeMetadata", True)
     if args.no_metadata:
         _set(raw, "kafka.includeMetadata", False)
+    if args.no_event_id or args.no_metadata:
+        _set(raw, "kafka.includeEventId", False)
     # Without --spec, the broker may come from the environment (as the test env exports it).
     kafka = raw.get("kafka", {})
     if "bootstrapServers" not in kafka and "bootstrap_servers" not in kafka:

@@ -116,7 +116,8 @@ class Layout:
     encoding: str = "utf-8"
     column_types: dict[str, str] = field(default_factory=dict)
     key_columns: tuple[str, ...] = ()
-    include_metadata: bool = True
+    include_event_id: bool = True
+    include_metadata: bool = False
     source_url: str = ""
     id_prefix: str = ""
 

@@ -265,10 +265,13 @@ def parse_fast(
                 return None
             df = df.with_columns([v for v, _ in exprs])
     if layout.include_metadata:
-        offsets = recs.starts + start_offset
         df = df.with_columns(
             pl.lit(layout.source_url).alias("_source"),
             pl.Series("_line", recs.lines + start_line),
+        )
+    if layout.include_event_id:
+        offsets = recs.starts + start_offset
+        df = df.with_columns(
             pl.concat_str(
                 [pl.lit(layout.id_prefix + "-"), pl.Series("_o", offsets).cast(pl.String)]
             ).alias("_id"),
@@ -315,21 +318,22 @@ def _templated(
     def js(text: str) -> str:
         return orjson.dumps(text).decode()
 
+    if not layout.columns:
+        return None
     parts: list[pl.Expr | pl.Series] = []
-    sep = "{"
-    for name in layout.columns:
-        parts += [pl.lit(f"{sep}{js(name)}:\""), pl.col(name)]
-        sep = '",'
+    text = "{"  # literal text before the next value
+    for i, name in enumerate(layout.columns):
+        parts += [pl.lit(f'{text}{"," if i else ""}{js(name)}:"'), pl.col(name)]
+        text = '"'
     if layout.include_metadata:
-        parts += [
-            pl.lit(f'","_source":{js(layout.source_url)},"_line":'),
-            pl.Series("_l", recs.lines + start_line).cast(pl.String),
-            pl.lit(f',"_id":{js(layout.id_prefix + "-")[:-1]}'),
-            pl.Series("_o", recs.starts + start_offset).cast(pl.String),
-            pl.lit('"}'),
-        ]
-    else:
-        parts.append(pl.lit('"}' if layout.columns else "{}"))
+        parts += [pl.lit(f'{text},"_source":{js(layout.source_url)},"_line":'),
+                  pl.Series("_l", recs.lines + start_line).cast(pl.String)]
+        text = ""
+    if layout.include_event_id:
+        parts += [pl.lit(f'{text},"_id":{js(layout.id_prefix + "-")[:-1]}'),
+                  pl.Series("_o", recs.starts + start_offset).cast(pl.String)]
+        text = '"'
+    parts.append(pl.lit(text + "}"))
     ser = df.select(pl.concat_str(parts).alias("v")).to_series()
     if ser.null_count():
         return None
@@ -442,6 +446,7 @@ def parse_exact(
         if layout.include_metadata:
             obj["_source"] = layout.source_url
             obj["_line"] = line
+        if layout.include_event_id:
             obj["_id"] = event_id(layout.id_prefix, offset)
         values.append(orjson.dumps(obj))
         if keys is not None:

@@ -54,6 +54,8 @@ from ingest_worker.dialect import (
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.metrics import Metrics
 from ingest_worker.pool import (
+    POLARS_MALLOC_CONF,
+    POLARS_MALLOC_ENV,
     BadRowReport,
     Chunk,
     ChunkResult,
@@ -146,8 +148,10 @@ def resolve_layout(
             missing = [c for c in names if c not in columns]
             if missing:
                 raise ConfigError(f"{what} not in the file's columns: {', '.join(missing)}")
-        reserved = {"_source", "_line", "_id"} & set(columns)
-        if reserved and spec.kafka.include_metadata:
+        added = {"_source", "_line"} if spec.kafka.include_metadata else set()
+        added |= {"_id"} if spec.kafka.include_event_id else set()
+        reserved = added & set(columns)
+        if reserved:
             raise ConfigError(f"columns clash with metadata fields: {', '.join(sorted(reserved))}")
     return Layout(
         columns=columns,
@@ -157,6 +161,7 @@ def resolve_layout(
         encoding=encoding,
         column_types={c: str(t.value) for c, t in fmt.column_types.items()},
         key_columns=tuple(spec.kafka.key_columns),
+        include_event_id=spec.kafka.include_event_id,
         include_metadata=spec.kafka.include_metadata,
         source_url=url,
         id_prefix=event_id_prefix(url, version),
@@ -638,6 +643,7 @@ class _Pool:
         else:
             # polars' own pool serves every worker thread: give it one thread per worker.
             os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, n)))
+            os.environ.setdefault(POLARS_MALLOC_ENV, POLARS_MALLOC_CONF)
             self.procs = [WorkerThread(i, self.out_q) for i in range(n)]
             self.from_w = []
             threading.Thread(target=_warm_up, name="csv-ingest-import", daemon=True).start()

@@ -138,8 +138,12 @@ class Kafka(_Model):
     """Columns whose values form the message key (joined with '|'); none means no key."""
     dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
     """Topic that receives bad rows as raw bytes, with the reason and line number in headers."""
-    include_metadata: bool = True
-    """Add _source, _line and _id (a deterministic event id) to each message's JSON value."""
+    include_event_id: bool = True
+    """Add _id to each message's JSON value: a deterministic event id (the source's identity and
+    the row's byte offset), by which consumers drop the duplicates at-least-once allows."""
+    include_metadata: bool = False
+    """Also add _source (the file's URL) and _line (the row's line number). Off by default: the
+    URL repeated in every message costs bytes on the wire, in the broker and in memory."""
     producer_properties: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka producer properties (compression.type, linger.ms, security.protocol,
     ...). They override the worker's defaults."""
@@ -154,8 +158,8 @@ class Kafka(_Model):
 class Checkpoint(_Model):
     """How often progress is saved. A checkpoint never passes an unacknowledged row."""
 
-    every_rows: int = Field(default=100_000, ge=1)
-    """Save a checkpoint at most every this many rows."""
+    every_rows: int = Field(default=250_000, ge=1)
+    """Save a checkpoint at most every this many rows (a crash re-sends at most this many)."""
     every_seconds: int = Field(default=5, ge=1)
     """Save a checkpoint at least every this many seconds while rows flow."""
 

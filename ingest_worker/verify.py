@@ -76,7 +76,8 @@ class CsvFormat:
     encoding: str = "utf-8"
     column_types: Mapping[str, str] = field(default_factory=dict)
     """Column -> int, float, bool, timestamp (string is the default)."""
-    include_metadata: bool = True
+    include_metadata: bool = False
+    """Messages carry _source and _line (the ingestion's includeMetadata)."""
 
 
 @dataclass
@@ -630,8 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="comma-separated column names")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--type", action="append", dest="types", default=[], metavar="COL=TYPE")
-    p.add_argument("--no-metadata", action="store_true",
-                   help="messages carry no _source/_line (they still need _id)")
+    p.add_argument("--metadata", action="store_true",
+                   help="messages carry _source and _line (the ingestion's includeMetadata)")
+    p.add_argument("--no-metadata", action="store_true", help=argparse.SUPPRESS)  # the default
     p.add_argument("--reported-bad", type=int, help="the worker's rowsFailed, to compare")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -656,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else None,
         encoding=args.encoding,
         column_types=types,
-        include_metadata=not args.no_metadata,
+        include_metadata=args.metadata and not args.no_metadata,
     )
     if fmt.columns is None and not fmt.header:
         print("csv-verify: --columns is required with --no-header", file=sys.stderr)

@@ -119,7 +119,7 @@ def test_every_row_lands_exactly_once(
     got = values(msgs)
     assert sorted(map(key_of, strip_meta(got))) == sorted(map(key_of, expected))
     assert len({r["_id"] for r in got}) == len(got)  # ids are unique
-    assert all(r["_source"] == str(path) for r in got)
+    assert not any("_source" in r or "_line" in r for r in got)  # metadata is opt-in
 
 
 def test_gzip_file_and_keys_and_types(
@@ -132,7 +132,7 @@ def test_gzip_file_and_keys_and_types(
     topic = new_topic()
     spec = make_spec(path, topic, kafka_bootstrap, kafka__keyColumns=["id"],
                      format__columnTypes={"id": "int", "score": "float", "flag": "bool"},
-                     checkpoint__everyRows=1000)
+                     checkpoint__everyRows=1000, kafka__includeMetadata=True)
     store = MemoryCheckpointStore()
     result = run_ingestion(spec, store)
     assert result.completed, result.message
@@ -314,7 +314,7 @@ def test_resume_skips_what_the_checkpoint_covers(
         path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else data)
         offset = data.index(b"\n60,60\n") + 1  # the record of row 60
         topic = new_topic()
-        spec = make_spec(path, topic, kafka_bootstrap)
+        spec = make_spec(path, topic, kafka_bootstrap, kafka__includeMetadata=True)
         probe_spec = make_spec(path, new_topic(), kafka_bootstrap)
         probe = run_ingestion(probe_spec, MemoryCheckpointStore())
         assert probe.checkpoint is not None

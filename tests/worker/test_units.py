@@ -236,6 +236,7 @@ LAYOUT = Layout(
     key_columns=("id", "name"),
     source_url="file:///x.csv",
     id_prefix="pfx",
+    include_metadata=True,
 )
 
 
@@ -256,6 +257,29 @@ def test_fast_and_exact_paths_give_identical_messages() -> None:
                      "_source": "file:///x.csv", "_line": 5, "_id": "pfx-100"}
     assert orjson.loads(fast.values[2])["_line"] == 7
 
+
+
+@pytest.mark.parametrize(("metadata", "event_id"),
+                         [(m, e) for m in (True, False) for e in (True, False)])
+def test_message_layouts_agree_on_both_paths(metadata: bool, event_id: bool) -> None:
+    """The templated fast path (plain strings) writes the same JSON as the exact path, for each
+    combination of the metadata and event-id fields."""
+    layout = Layout(columns=("id", "name"), key_columns=("id",), source_url="s3://b/k.csv",
+                    id_prefix="pfx", include_metadata=metadata, include_event_id=event_id)
+    data = b'1,"a, b"\n2,\n3,x y\n'
+    recs = chunk_records(data, ord('"'), ord(","))
+    fast = parse_fast(data, layout, recs, 100, 5)
+    assert fast is not None
+    exact = parse_exact(data, layout, Spans(recs.starts, recs.ends, recs.lines), recs, 100, 0, 5)
+    got = [orjson.loads(v) for v in fast.values]
+    assert got == [orjson.loads(v) for v in exact.values]
+    expected = {"id": "1", "name": "a, b"}
+    if metadata:
+        expected |= {"_source": "s3://b/k.csv", "_line": 5}
+    if event_id:
+        expected["_id"] = "pfx-100"
+    assert got[0] == expected
+    assert list(got[0]) == list(expected)  # field order: columns, _source, _line, _id
 
 def test_bad_rows_get_exact_lines_and_reasons() -> None:
     data = (
@@ -280,7 +304,8 @@ def test_bad_rows_get_exact_lines_and_reasons() -> None:
 
 
 def test_too_few_and_too_many_fields_that_balance_out_are_both_bad() -> None:
-    layout = Layout(columns=("a", "b", "c"), include_metadata=False)
+    layout = Layout(columns=("a", "b", "c"), include_metadata=False,
+                    include_event_id=False)
     data = b"1,2,3\n4,5\n6,7,8,9\n10,11,12\n"
     parsed = parse_chunk(data, layout, 0, 0, 2)
     assert [(b.line, b.reason) for b in parsed.bad] == [
@@ -292,7 +317,8 @@ def test_too_few_and_too_many_fields_that_balance_out_are_both_bad() -> None:
 def test_escape_char_dialect_uses_python_records() -> None:
     fmt = CsvFormat(escape_char="\\", header=False, columns=["a", "b"])
     data = b'1,"x\\"y"\n\n2,"p\\\nq"\n3,z'
-    layout = Layout(columns=("a", "b"), escape_char="\\", include_metadata=False)
+    layout = Layout(columns=("a", "b"), escape_char="\\", include_metadata=False,
+                    include_event_id=False)
     recs = list(python_records(io.BytesIO(data), layout))
     assert b"".join(r for r, _ in recs) == data
     start = Checkpoint(0, 0, 1, "f", None)
@@ -338,7 +364,12 @@ def test_cli_flags_map_onto_the_spec() -> None:
     assert spec.kafka.dead_letter_topic == "dlq"
     assert spec.kafka.retry_budget_seconds == 30
     assert spec.kafka.producer_properties == {"linger.ms": "5"}
-    assert not spec.kafka.include_metadata
+    assert not spec.kafka.include_metadata and not spec.kafka.include_event_id
+    base = ["run", "f.csv", "--topic", "t", "--bootstrap-servers", "h:1"]
+    lean = spec_from_args(build_parser().parse_args(base))
+    assert lean.kafka.include_event_id and not lean.kafka.include_metadata
+    full = spec_from_args(build_parser().parse_args([*base, "--metadata"]))
+    assert full.kafka.include_event_id and full.kafka.include_metadata
     assert spec.format.delimiter == ";" and spec.format.quote_char == "'"
     assert not spec.format.header and spec.format.columns == ["a", "b", "c"]
     assert spec.format.column_types == {"c": ColumnType.INT}
@@ -405,7 +436,8 @@ def test_source_opens_at_an_uncompressed_offset(tmp_path: Path, ext: str) -> Non
 
 
 def test_latin1_file_both_paths() -> None:
-    layout = Layout(columns=("a", "b"), encoding="iso8859-1", include_metadata=False)
+    layout = Layout(columns=("a", "b"), encoding="iso8859-1", include_metadata=False,
+                    include_event_id=False)
     data = "1,caf\xe9\n2,\"na\xefve, yes\"\n".encode("latin-1")
     fast = parse_chunk(data, layout, 0, 0, 1)
     assert fast.fast
