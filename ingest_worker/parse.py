@@ -42,7 +42,7 @@ from ingest_worker.dialect import (
     convert,
     event_id,
 )
-from ingest_worker.scan import CR, NL, ChunkRecords, IntArray, chunk_records
+from ingest_worker.scan import CR, NL, ChunkRecords, IntArray, Scan, chunk_records
 
 
 def _raise_field_size_limit() -> None:
@@ -150,11 +150,14 @@ def parse_chunk(
     start_row: int,
     start_line: int,
     spans: Spans | None = None,
+    scan: Scan | None = None,
 ) -> ParsedChunk:
-    """Parses one chunk (which starts and ends on record boundaries)."""
+    """Parses one chunk (which starts and ends on record boundaries). ``spans`` are the records
+    the reader cut itself (escape-character dialects), ``scan`` the reader's numpy scan."""
     if spans is not None:
         return parse_exact(data, layout, spans, None, start_offset, start_row, start_line)
-    recs = chunk_records(data, layout.quote_byte, layout.delimiter_byte, per_record_fields=False)
+    recs = chunk_records(data, layout.quote_byte, layout.delimiter_byte, per_record_fields=False,
+                         scan=scan)
     fast = parse_fast(data, layout, recs, start_offset, start_line)
     if fast is not None:
         return fast
@@ -291,7 +294,7 @@ def _plain_strings(data: bytes, layout: Layout, recs: ChunkRecords) -> bool:
     if b"\\" in data:
         return False
     if layout.quote_char == '"':
-        if b'""' in data:
+        if recs.doubled_quotes:  # b'""' in data, from the scan's quote positions
             return False
     elif b'"' in data:
         return False

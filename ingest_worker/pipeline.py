@@ -65,7 +65,7 @@ from ingest_worker.pool import (
     WorkerThread,
 )
 from ingest_worker.producer import producer_config
-from ingest_worker.scan import blank_mask, find_boundaries
+from ingest_worker.scan import Scan, blank_mask, find_boundaries
 from ingest_worker.source import CsvSource, SourceError
 from ingest_worker.spec import CsvIngestionSpec, OnSourceChange
 
@@ -278,7 +278,12 @@ def cut_chunks(
                 nl_end = int(b.lines[j + 1]) if j + 1 < nrec else b.newlines
                 newlines = nl_end - int(b.lines[i])
                 data = buf[pos:end]
-                chunk = Chunk(seq, data, offset, row, line, rows)
+                scan = None
+                if not b.literal_quotes:  # the worker's scan would be the same: hand it over
+                    lo, hi = np.searchsorted(b.toggles, (pos, end)).tolist()
+                    scan = Scan(ends[i : j + 1] - pos, b.lines[i : j + 1] - b.lines[i],
+                                b.toggles[lo:hi] - pos)
+                chunk = Chunk(seq, data, offset, row, line, rows, scan=scan)
                 offset += len(data)
                 row += rows
                 line += newlines

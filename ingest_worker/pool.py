@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ingest_worker.dialect import Layout
     from ingest_worker.parse import ParsedChunk, Spans
+    from ingest_worker.scan import Scan
 
 
 # polars allocates through its own jemalloc, which by default keeps freed pages for 10 s: a
@@ -48,6 +49,8 @@ class Chunk:
     start_line: int
     rows: int
     spans: Spans | None = None
+    scan: Scan | None = None
+    """The reader's record boundaries (so the worker need not scan the chunk again)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,8 @@ def _run(
             return
         started = time.monotonic()
         parsed = parse_chunk(
-            item.data, layout, item.start_offset, item.start_row, item.start_line, item.spans
+            item.data, layout, item.start_offset, item.start_row, item.start_line, item.spans,
+            item.scan,
         )
         if pending is not None:
             finish(pending)

@@ -13,7 +13,7 @@ parser's output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,20 @@ class Boundaries:
     ends: IntArray
     lines: IntArray
     newlines: int  # newlines in buf[:ends[-1]]
+    toggles: IntArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    """The quotes that open or close a quoted field (see :func:`quote_toggles`)."""
+    literal_quotes: bool = False
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The reader's scan of one chunk, handed to the worker so it does not scan again: record
+    ends and lines, and the quote toggles, relative to the chunk's start. Only for a chunk that
+    ends on a record end and whose block had no literal quote."""
+
+    ends: IntArray
+    lines: IntArray
+    toggles: IntArray
 
 
 def _quote_positions(view: npt.NDArray[np.uint8], quote: int | None) -> IntArray:
@@ -129,7 +143,9 @@ def find_boundaries(
 ) -> Boundaries:
     """Record ends in ``buf`` (which must start on a record boundary)."""
     view = np.frombuffer(buf, dtype=np.uint8)
-    return _boundaries(view, quote_toggles(view, quote, delimiter)[0])
+    toggles, literal = quote_toggles(view, quote, delimiter)
+    b = _boundaries(view, toggles)
+    return Boundaries(b.ends, b.lines, b.newlines, toggles, literal)
 
 
 def _boundaries(view: npt.NDArray[np.uint8], toggles: IntArray) -> Boundaries:
@@ -191,23 +207,30 @@ class ChunkRecords:
     """Which of all records (blank lines included) are kept; None when all are."""
     literal_quotes: bool = False
     """Some quote byte is data (inside an unquoted field): the fast engine would disagree."""
+    doubled_quotes: bool = True
+    """Two quote bytes in a row somewhere (an escaped quote, or an empty quoted field)."""
 
     def __len__(self) -> int:
         return len(self.starts)
 
 
 def chunk_records(
-    buf: bytes, quote: int | None, delimiter: int, per_record_fields: bool = True
+    buf: bytes, quote: int | None, delimiter: int, per_record_fields: bool = True,
+    scan: Scan | None = None,
 ) -> ChunkRecords:
     """Splits a whole chunk into records, with their lines and field counts.
 
     With ``per_record_fields=False`` only the total number of delimiters is counted (cheaper):
     enough for the fast path, whose engine rejects any record with too many fields, so a right
-    total means no record has too few either.
+    total means no record has too few either. ``scan``, the reader's, saves scanning again.
     """
     view = np.frombuffer(buf, dtype=np.uint8)
-    qpos, literal_quotes = quote_toggles(view, quote, delimiter)
-    b = _boundaries(view, qpos)
+    if scan is not None and len(scan.ends) and int(scan.ends[-1]) == len(buf):
+        qpos, literal_quotes = scan.toggles, False
+        b = Boundaries(scan.ends, scan.lines, 0)
+    else:
+        qpos, literal_quotes = quote_toggles(view, quote, delimiter)
+        b = _boundaries(view, qpos)
     ends = b.ends
     lines = b.lines
     last_end = int(ends[-1]) if len(ends) else 0
@@ -233,17 +256,31 @@ def chunk_records(
         ndelim = len(dpos)
     else:
         # Delimiters in total, less those between an opening quote and its closing quote.
-        if len(qpos):
-            dpos = np.flatnonzero(is_delim)
-            at = np.searchsorted(dpos, qpos)
-            if len(at) & 1:  # the last quoted field runs to the end (open quote at EOF)
-                at = np.append(at, len(dpos))
-            ndelim = len(dpos) - int((at[1::2] - at[0::2]).sum())
-        else:
-            ndelim = int(np.count_nonzero(is_delim))
+        ndelim = int(np.count_nonzero(is_delim)) - _delimiters_quoted(view, qpos, delimiter)
+    doubled = bool(len(qpos) > 1 and np.any(qpos[1:] - qpos[:-1] == 1))
     if keep.all():
         return ChunkRecords(starts, ends, lines, fields, open_quote, ndelim,
-                            literal_quotes=literal_quotes)
+                            literal_quotes=literal_quotes, doubled_quotes=doubled)
     kept = None if fields is None else fields[keep]
     return ChunkRecords(starts[keep], ends[keep], lines[keep], kept, open_quote, ndelim, keep,
-                        literal_quotes)
+                        literal_quotes, doubled)
+
+
+def _delimiters_quoted(view: npt.NDArray[np.uint8], toggles: IntArray, delimiter: int) -> int:
+    """Delimiter bytes inside quoted fields (between each opening quote and its closing one)."""
+    if not len(toggles):
+        return 0
+    opens = toggles[0::2]
+    closes = toggles[1::2]
+    if len(opens) > len(closes):  # the last quoted field runs to the end (open quote at EOF)
+        closes = np.append(closes, len(view))
+    lens = closes - opens
+    total = int(lens.sum())
+    if total > len(view) // 4:  # mostly quoted: one pass over the positions of delimiters
+        dpos = np.flatnonzero(view == delimiter)
+        at = np.searchsorted(dpos, np.stack([opens, closes], axis=1).ravel())
+        return int((at[1::2] - at[0::2]).sum())
+    # Few quoted bytes: look at those only.
+    first = np.cumsum(lens) - lens
+    idx = np.repeat(opens - first, lens) + np.arange(total)
+    return int(np.count_nonzero(view[idx] == delimiter))

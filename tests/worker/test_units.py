@@ -123,6 +123,17 @@ def test_cut_chunks_cover_the_file_on_record_boundaries(
             assert nxt[0].start_row == meta.end_row
     got = [r for c, _ in chunks for r in python_parse(c.data)]
     assert got == expected
+    for chunk, _ in chunks:  # the scan the reader hands over is the one the worker would make
+        own = chunk_records(chunk.data, ord('"'), ord(","), per_record_fields=False)
+        if chunk.scan is None:
+            continue
+        handed = chunk_records(chunk.data, ord('"'), ord(","), per_record_fields=False,
+                               scan=chunk.scan)
+        for name in ("starts", "ends", "lines"):
+            assert getattr(handed, name).tolist() == getattr(own, name).tolist()
+        assert (handed.delimiters, handed.doubled_quotes, handed.open_quote) == (
+            own.delimiters, b'""' in chunk.data, own.open_quote)
+        assert handed.delimiters == sum(len(r) - 1 for r in python_parse(chunk.data))
 
 
 # --- watermark and checkpoints --------------------------------------------------------------------
