@@ -54,8 +54,6 @@ from ingest_worker.dialect import (
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.metrics import Metrics
 from ingest_worker.pool import (
-    POLARS_MALLOC_CONF,
-    POLARS_MALLOC_ENV,
     BadRowReport,
     Chunk,
     ChunkResult,
@@ -63,6 +61,7 @@ from ingest_worker.pool import (
     WorkerFailure,
     WorkerProcess,
     WorkerThread,
+    tune_allocators,
 )
 from ingest_worker.producer import producer_config
 from ingest_worker.scan import Scan, blank_mask, find_boundaries
@@ -648,7 +647,7 @@ class _Pool:
         else:
             # polars' own pool serves every worker thread: give it one thread per worker.
             os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, n)))
-            os.environ.setdefault(POLARS_MALLOC_ENV, POLARS_MALLOC_CONF)
+            tune_allocators()
             self.procs = [WorkerThread(i, self.out_q) for i in range(n)]
             self.from_w = []
             threading.Thread(target=_warm_up, name="csv-ingest-import", daemon=True).start()

@@ -36,6 +36,20 @@ if TYPE_CHECKING:
 # peak RSS drops by ~25 MB for about 2% more CPU (bench/README.md). Read when polars loads.
 POLARS_MALLOC_ENV = "_RJEM_MALLOC_CONF"
 POLARS_MALLOC_CONF = "background_thread:true,narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0"
+MMAP_THRESHOLD = 4 * 1024 * 1024
+
+
+def tune_allocators() -> None:
+    """Keeps chunk-sized buffers from staying resident once freed: polars' jemalloc returns
+    pages at once, and glibc serves the messages' buffers (a few MB each) with their own
+    mappings, given back on free, instead of from thread arenas that keep them (the dynamic
+    threshold would otherwise rise to their size). Call before polars loads."""
+    os.environ.setdefault(POLARS_MALLOC_ENV, POLARS_MALLOC_CONF)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        m_mmap_threshold = -3
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, MMAP_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ def worker_main(index: int, conn_in: Connection, conn_out: Connection, parent_pi
     try:
         cfg: WorkerConfig = conn_in.recv()
         os.environ.setdefault("POLARS_MAX_THREADS", str(cfg.polars_threads))
-        os.environ.setdefault(POLARS_MALLOC_ENV, POLARS_MALLOC_CONF)
+        tune_allocators()
         from ingest_worker.logs import setup_logging
 
         setup_logging(cfg.log_level)
