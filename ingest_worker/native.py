@@ -48,6 +48,9 @@ PARTITION_COUNT_MAX_AGE_S = 30.0
 """How long a topic's partition count is trusted (librdkafka refreshes its own less often)."""
 PARTITION_COUNT_RETRY_S = 5.0
 MSG_F_NO_COPY = 0
+PURGE_QUEUE = 0x1
+PURGE_INFLIGHT = 0x2
+_NEVER_FREED: list[object] = []
 """Neither RD_KAFKA_MSG_F_COPY nor _FREE: librdkafka reads the payload from our buffer."""
 ERR_QUEUE_FULL = -184
 ERR_MSG_TIMED_OUT = -192
@@ -136,6 +139,8 @@ def _load() -> Any:
     lib.rd_kafka_err2str.argtypes = [i]
     lib.rd_kafka_err2str.restype = cp
     lib.rd_kafka_topic_destroy.argtypes = [vp]
+    lib.rd_kafka_purge.argtypes = [vp, i]
+    lib.rd_kafka_purge.restype = i
     lib.rd_kafka_metadata.argtypes = [vp, i, vp, ctypes.POINTER(ctypes.POINTER(_Metadata)), i]
     lib.rd_kafka_metadata.restype = i
     lib.rd_kafka_metadata_destroy.argtypes = [ctypes.POINTER(_Metadata)]
@@ -360,10 +365,21 @@ class NativeProducer(AckWaiter):
         super().flush_all()
         self._inflight.clear()
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def close(self, timeout_s: float = 5.0, abort: bool = False) -> None:
+        """Flushes (or, with ``abort``, drops what is not acknowledged) and destroys the
+        client. Only then are the buffers its messages point into let go."""
         if self.rk:
-            self.lib.rd_kafka_flush(self.rk, int(timeout_s * 1000))
+            if abort:
+                self.lib.rd_kafka_purge(self.rk, PURGE_QUEUE | PURGE_INFLIGHT)
+            else:
+                self.lib.rd_kafka_flush(self.rk, int(timeout_s * 1000))
             self.lib.rd_kafka_topic_destroy(self.rkt)
-            self.lib.rd_kafka_destroy(self.rk)
+            self.lib.rd_kafka_destroy(self.rk)  # joins librdkafka's threads
             self.rk = None
         self._inflight.clear()
+
+    def __del__(self) -> None:
+        # Never closed (should not happen: the worker closes in a finally): librdkafka may
+        # still read these buffers, so they are leaked rather than freed under it.
+        if getattr(self, "rk", None):
+            _NEVER_FREED.extend(getattr(self, "_inflight", []))

@@ -7,9 +7,10 @@ same functions librdkafka and the Java client use, and hands librdkafka one batc
 
 ``murmur2`` is the Java client's hash (``Utils.murmur2``, then ``toPositive(h) % n``), so a key
 lands where Kafka Streams, Connect or any Java producer would put it; ``consistent`` is
-librdkafka's CRC-32. Messages without a key go to one partition per chunk, as librdkafka's
-sticky partitioning does per linger window. Other partitioners (``random``, ``fnv1a``) are left
-to librdkafka: :func:`for_config` returns None for them.
+librdkafka's CRC-32. With the ``_random`` variants, messages without a key go to one partition
+per chunk, as librdkafka's sticky partitioning does per linger window; ``murmur2`` and
+``consistent`` hash a missing key as the empty one. Other partitioners (``random``, ``fnv1a``)
+are left to librdkafka: :func:`for_config` returns None for them.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class Partitioner:
     def __init__(self, name: str) -> None:
         self.name = name
         self.hash, self.mask = _PARTITIONERS[name]
+        self.random_when_keyless = name.endswith("_random")
 
     def partitions(
         self,
@@ -122,15 +124,24 @@ class Partitioner:
         kstarts: IntArray | None,
         klens: IntArray | None,
     ) -> npt.NDArray[np.int32]:
-        """The partition of each of ``n`` messages. ``sticky`` is this chunk's partition for
-        messages without a key: an empty key is sent as null, and librdkafka's partitioners
-        all leave null keys to its sticky partitioner (one partition per linger window)."""
+        """The partition of each of ``n`` messages. An empty key is sent as null: the
+        ``_random`` partitioners leave null keys to librdkafka's sticky partitioning (one
+        partition per linger window; here ``sticky``, one per chunk), ``murmur2`` and
+        ``consistent`` hash them as the empty key."""
         if kbuf is None or kstarts is None or klens is None:
-            return np.full(n, sticky, dtype=np.int32)
-        hashed = self.hash(kbuf, kstarts, klens)
-        parts = ((hashed & np.uint32(self.mask)) % np.uint32(partition_count)).astype(np.int32)
-        parts[klens == 0] = sticky
+            if self.random_when_keyless:
+                return np.full(n, sticky, dtype=np.int32)
+            empty = np.zeros(1, dtype=np.int64)
+            return np.full(n, self._partition(self.hash(b"", empty, empty), partition_count)[0],
+                           dtype=np.int32)
+        parts = self._partition(self.hash(kbuf, kstarts, klens), partition_count)
+        if self.random_when_keyless:
+            parts[klens == 0] = sticky
         return parts
+
+    def _partition(self, hashed: U32, partition_count: int) -> npt.NDArray[np.int32]:
+        masked = hashed & np.uint32(self.mask)
+        return (masked % np.uint32(partition_count)).astype(np.int32)
 
 
 def for_config(config: dict[str, object]) -> Partitioner | None:

@@ -200,53 +200,59 @@ def _run(
         seconds = time.monotonic() - result.seconds
         conn_out.send(dataclasses.replace(result, seconds=seconds))
 
-    while True:
-        if should_stop():
-            return
-        # With a chunk in flight, wait only briefly for the next one: flush when idle.
-        if not conn_in.poll(0.02 if pending is not None else None):
+    try:
+        while True:
+            if should_stop():
+                return
+            # With a chunk in flight, wait only briefly for the next one: flush when idle.
+            if not conn_in.poll(0.02 if pending is not None else None):
+                if pending is not None:
+                    finish(pending)
+                    pending = None
+                continue
+            item: Chunk | None = conn_in.recv()
+            if item is None:  # no more chunks
+                if pending is not None:
+                    finish(pending)
+                if fast_producer is not None:
+                    fast_producer.close()
+                for d in slow:
+                    d.close()
+                return
+            started = time.monotonic()
+            parsed = parse_chunk(
+                item.data, layout, item.start_offset, item.start_row, item.start_line, item.spans,
+                item.scan,
+            )
             if pending is not None:
                 finish(pending)
                 pending = None
-            continue
-        item: Chunk | None = conn_in.recv()
-        if item is None:  # no more chunks
-            if pending is not None:
-                finish(pending)
             if fast_producer is not None:
-                fast_producer.close()
-            for d in slow:
-                d.close()
-            return
-        started = time.monotonic()
-        parsed = parse_chunk(
-            item.data, layout, item.start_offset, item.start_row, item.start_line, item.spans,
-            item.scan,
-        )
-        if pending is not None:
-            finish(pending)
-            pending = None
+                fast_producer.produce_chunk(parsed.payload, parsed.starts, parsed.lens,
+                                            parsed.key_buf, parsed.key_starts, parsed.key_lens)
+            else:
+                deliverer().produce_all(cfg.topic, parsed.values, parsed.keys)
+            if parsed.bad and cfg.dead_letter_topic:
+                for b in parsed.bad:
+                    deliverer().produce_one(
+                        cfg.dead_letter_topic,
+                        b.raw,
+                        None,
+                        [
+                            ("reason", b.reason.encode()),
+                            ("line", str(b.line).encode()),
+                            ("row", str(b.row).encode()),
+                            ("source", layout.source_url.encode()),
+                            ("offset", str(b.offset).encode()),
+                        ],
+                    )
+            pending = _summary(index, item, parsed, started)
+            del parsed, item
+    finally:
+        # Any way out (a stop, a Kafka failure, a crash): librdkafka must be gone before
+        # the buffers its queued messages point into are freed (values are not copied).
         if fast_producer is not None:
-            fast_producer.produce_chunk(parsed.payload, parsed.starts, parsed.lens,
-                                        parsed.key_buf, parsed.key_starts, parsed.key_lens)
-        else:
-            deliverer().produce_all(cfg.topic, parsed.values, parsed.keys)
-        if parsed.bad and cfg.dead_letter_topic:
-            for b in parsed.bad:
-                deliverer().produce_one(
-                    cfg.dead_letter_topic,
-                    b.raw,
-                    None,
-                    [
-                        ("reason", b.reason.encode()),
-                        ("line", str(b.line).encode()),
-                        ("row", str(b.row).encode()),
-                        ("source", layout.source_url.encode()),
-                        ("offset", str(b.offset).encode()),
-                    ],
-                )
-        pending = _summary(index, item, parsed, started)
-        del parsed, item
+            fast_producer.close(abort=True)
 
 
 def _summary(index: int, chunk: Chunk, parsed: ParsedChunk, started: float) -> ChunkResult:

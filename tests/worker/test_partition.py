@@ -74,7 +74,11 @@ def test_partitions_follow_the_hash_and_keyless_messages_stick_to_one() -> None:
         assert parts[i] == (scalar_murmur2(keys[i]) & 0x7FFFFFFF) % 7
     crc = Partitioner("consistent").partitions(len(keys), 7, 3, buf, starts, lens).tolist()
     assert crc[0] == zlib.crc32(b"21") % 7
-    assert Partitioner("murmur2").partitions(4, 5, 2, None, None, None).tolist() == [2] * 4
+    assert crc[1] == crc[4] == 0  # librdkafka: the CRC of no key is 0, partition 0
+    # murmur2 (not _random) hashes a missing key as the empty one, as librdkafka does
+    empty = (scalar_murmur2(b"") & 0x7FFFFFFF) % 5
+    assert Partitioner("murmur2").partitions(4, 5, 2, None, None, None).tolist() == [empty] * 4
+    assert Partitioner("murmur2_random").partitions(4, 5, 2, None, None, None).tolist() == [2] * 4
 
 
 @pytest.mark.parametrize(
@@ -90,3 +94,28 @@ def test_for_config_defaults_to_librdkafkas_partitioner(conf: dict[str, object],
 @pytest.mark.parametrize("name", ["random", "fnv1a", "fnv1a_random"])
 def test_partitioners_without_a_vectorised_form_are_left_to_librdkafka(name: str) -> None:
     assert for_config({"partitioner": name}) is None
+
+
+def test_partitions_equal_librdkafkas_own_partitioner_functions() -> None:
+    """The partitioner functions librdkafka exports, called directly (keyed messages, and the
+    null key for the partitioners that hash it)."""
+    import ctypes
+    import random
+
+    from ingest_worker.native import _load
+
+    lib = _load()
+    rnd = random.Random(11)
+    keys = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 30))) for _ in range(500)]
+    buf, starts, lens = packed(keys)
+    for name in ("murmur2", "murmur2_random", "consistent", "consistent_random"):
+        fn = getattr(lib, f"rd_kafka_msg_partitioner_{name}")
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int32,
+                       ctypes.c_void_p, ctypes.c_void_p]
+        fn.restype = ctypes.c_int32
+        for count in (1, 6, 7, 12):
+            ours = Partitioner(name).partitions(len(keys), count, 0, buf, starts, lens).tolist()
+            assert ours == [fn(None, k, len(k), count, None, None) for k in keys], (name, count)
+            if not name.endswith("_random"):  # the _random ones pick a live partition: no rkt
+                keyless = Partitioner(name).partitions(1, count, 0, None, None, None).tolist()
+                assert keyless == [fn(None, None, 0, count, None, None)], (name, count)

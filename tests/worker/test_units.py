@@ -472,3 +472,20 @@ def test_backoff_grows_with_jitter_and_ends_with_the_budget() -> None:
     assert backoff_deadline(20, now - 299.9, 300, None) - _time.monotonic() <= 0.2
     with pytest.raises(KafkaUnavailable, match=r"Kafka unavailable for 301s: broker down"):
         backoff_deadline(1, now - 301, 300, "broker down")
+
+
+def test_native_producer_abort_lets_go_of_buffers_only_once_librdkafka_is_gone() -> None:
+    """Values are not copied into librdkafka: a worker that stops with messages still queued
+    (here: no broker at all) must destroy the client before the buffers are released."""
+    from ingest_worker import native
+
+    if not native.available():
+        pytest.skip("librdkafka not found next to confluent_kafka")
+    producer = native.NativeProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "partitioner": "murmur2_random"}, "t", 60.0)
+    payload = b'{"a":"1"}\n{"a":"2"}\n'
+    starts, lens = np.array([0, 10]), np.array([9, 9])
+    producer.produce_chunk(payload, starts, lens, b"12", np.array([0, 1]), np.array([1, 1]))
+    assert producer._queued() == 2 and producer._inflight  # waiting for a broker
+    producer.close(abort=True)
+    assert producer.rk is None and not producer._inflight
