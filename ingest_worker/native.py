@@ -48,10 +48,11 @@ PARTITION_COUNT_MAX_AGE_S = 30.0
 """How long a topic's partition count is trusted (librdkafka refreshes its own less often)."""
 PARTITION_COUNT_RETRY_S = 5.0
 MSG_F_NO_COPY = 0
+"""Neither RD_KAFKA_MSG_F_COPY nor _FREE: librdkafka reads the payload from our buffer."""
 PURGE_QUEUE = 0x1
 PURGE_INFLIGHT = 0x2
 _NEVER_FREED: list[object] = []
-"""Neither RD_KAFKA_MSG_F_COPY nor _FREE: librdkafka reads the payload from our buffer."""
+"""Buffers of a producer that was never closed (see ``NativeProducer.__del__``)."""
 ERR_QUEUE_FULL = -184
 ERR_MSG_TIMED_OUT = -192
 ERR_TIMED_OUT = -185

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 # polars allocates through its own jemalloc, which by default keeps freed pages for 10 s: a
 # chunk's buffers would stay resident after use. Returned at once (by a background thread),
-# peak RSS drops by ~25 MB for about 2% more CPU (bench/README.md). Read when polars loads.
+# peak RSS drops by ~25 MB, CPU unchanged within the noise (bench/README.md). Read when
+# polars loads.
 POLARS_MALLOC_ENV = "_RJEM_MALLOC_CONF"
 POLARS_MALLOC_CONF = "background_thread:true,narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0"
 MMAP_THRESHOLD = 4 * 1024 * 1024

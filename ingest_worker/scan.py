@@ -256,7 +256,7 @@ def chunk_records(
         ndelim = len(dpos)
     else:
         # Delimiters in total, less those between an opening quote and its closing quote.
-        ndelim = int(np.count_nonzero(is_delim)) - _delimiters_quoted(view, qpos, delimiter)
+        ndelim = int(np.count_nonzero(is_delim)) - _delimiters_quoted(is_delim, qpos)
     doubled = bool(len(qpos) > 1 and np.any(qpos[1:] - qpos[:-1] == 1))
     if keep.all():
         return ChunkRecords(starts, ends, lines, fields, open_quote, ndelim,
@@ -266,21 +266,21 @@ def chunk_records(
                         literal_quotes, doubled)
 
 
-def _delimiters_quoted(view: npt.NDArray[np.uint8], toggles: IntArray, delimiter: int) -> int:
+def _delimiters_quoted(is_delim: BoolArray, toggles: IntArray) -> int:
     """Delimiter bytes inside quoted fields (between each opening quote and its closing one)."""
     if not len(toggles):
         return 0
     opens = toggles[0::2]
     closes = toggles[1::2]
     if len(opens) > len(closes):  # the last quoted field runs to the end (open quote at EOF)
-        closes = np.append(closes, len(view))
+        closes = np.append(closes, len(is_delim))
     lens = closes - opens
     total = int(lens.sum())
-    if total > len(view) // 4:  # mostly quoted: one pass over the positions of delimiters
-        dpos = np.flatnonzero(view == delimiter)
+    if total > len(is_delim) // 4:  # mostly quoted: one pass over the positions of delimiters
+        dpos = np.flatnonzero(is_delim)
         at = np.searchsorted(dpos, np.stack([opens, closes], axis=1).ravel())
         return int((at[1::2] - at[0::2]).sum())
     # Few quoted bytes: look at those only.
     first = np.cumsum(lens) - lens
     idx = np.repeat(opens - first, lens) + np.arange(total)
-    return int(np.count_nonzero(view[idx] == delimiter))
+    return int(np.count_nonzero(is_delim[idx]))
