@@ -1,22 +1,41 @@
 # One image for the operator (python -m ingest_operator) and its workers
 # (python -m ingest_worker.job_main; python -m ingest_worker for the command line).
-#   docker build -t csv-kafka:0.1.0 .
+#   docker build -t csv-kafka:0.1.0 .   dependencies from the package index
+#   make image                          no Docker, no network: a local Debian base and a
+#                                       wheelhouse built on the host (hack/build-image.sh)
 
-# --- build: wheels of the project and its dependencies --------------------------------------
-FROM python:3.11.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY ingest_worker ./ingest_worker
-COPY operator ./operator
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install . \
- && /opt/venv/bin/pip uninstall -y pip \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+# Both stages must use the same base: the virtualenv's python is a symlink to the base's.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- run: the virtualenv only, no compilers or pip caches -----------------------------------
-FROM python:3.11.11-slim-bookworm
+# --- build: the virtualenv, from wheels -----------------------------------------------------
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# .dockerignore lets only the sources through, and wheelhouse/ when `make image` made one.
+COPY . /src
+# With a wheelhouse the install is offline (--no-index: a missing wheel fails here rather than
+# reaching for the network); without one it resolves from the index as usual. Then out go
+# pip/setuptools, dependencies' own test suites and bytecode: none is used at run time. And
+# kubernetes/aio, an asyncio twin of the generated client (21 MB) that neither this project
+# nor kopf imports: kept if the sources ever name it.
+RUN set -eu; \
+    if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
+      from="--no-index --find-links=/src/wheelhouse"; \
+    else \
+      from=""; \
+    fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install --no-compile $from /src; \
+    /opt/venv/bin/pip uninstall -y -q pip setuptools wheel; \
+    rm -f /opt/venv/bin/activate* /opt/venv/bin/Activate.ps1; \
+    find /opt/venv -depth -type d \
+      \( -name __pycache__ -o \( \( -name tests -o -name test \) -path '*/site-packages/*/*' \) \) \
+      -exec rm -rf {} +; \
+    find /opt/venv -name '*.py[co]' -delete; \
+    grep -rqE 'kubernetes(\.aio| import .*\baio\b)' /src/ingest_worker /src/operator \
+      || rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio
+
+# --- run: the virtualenv only; no compilers, pip or caches -----------------------------------
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="csv-kafka" \
       org.opencontainers.image.description="Kubernetes operator and worker that stream CSV files into Kafka" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -25,6 +44,7 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=build /opt/venv /opt/venv
 # The root filesystem is read-only in the cluster: no bytecode writes; scratch lives on /tmp.
 ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp

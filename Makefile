@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench
+.PHONY: setup system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,10 +12,18 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
-# Debian packages the environment and the benchmark use (kcat is the C baseline).
+# Debian packages the environment and the benchmark use: the node's runtime (containerd, runc,
+# the CNI plugins, iptables for kube-proxy), the image tools (podman, mmdebstrap) and kcat (the
+# C baseline of the benchmark).
+DEBS := kcat openssl default-jre-headless containerd runc containernetworking-plugins iptables \
+	conntrack iproute2 podman buildah skopeo conmon fuse-overlayfs uidmap mmdebstrap \
+	golang-github-containers-common
+DEB_CMDS := kcat openssl java containerd runc iptables conntrack ip podman mmdebstrap
 system-deps:
-	@command -v kcat >/dev/null && command -v openssl >/dev/null && command -v java >/dev/null \
-	  || { apt-get update -q && apt-get install -y -q kcat openssl default-jre-headless; }
+	@for c in $(DEB_CMDS); do command -v $$c >/dev/null || missing=1; done; \
+	  [ -d /usr/lib/cni ] || missing=1; \
+	  [ -z "$$missing" ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends $(DEBS); }
 
 setup: system-deps $(VENV)/.installed
 
@@ -43,3 +51,8 @@ crds: setup
 
 bench: testenv-up
 	$(PY) bench/bench.py
+
+# The project's image, built with podman from a local Debian base and a host-side wheelhouse
+# (no Docker, no registry, no network in the build). Prints the image reference last.
+image:
+	bash hack/build-image.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from their Go modules into a
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl from their Go modules into a
 # cache keyed by version, so later starts reuse them. Prints progress for each long step.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +18,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   minor="${KUBE_VERSION#*.}"; ldflags+=" -X $pkg.gitMinor=${minor%%.*} -X $pkg.gitTreeState=clean"
 done
 
-for cmd in kube-apiserver kube-controller-manager kubectl; do
+for cmd in kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy; do
   if [ -x "$bin/$cmd" ]; then
     echo "[$(stamp)] $cmd v$KUBE_VERSION: cached"
     continue
@@ -36,4 +36,14 @@ else
   (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3)
   mv "$bin/etcd.tmp" "$bin/etcd"
   echo "[$(stamp)] built etcd"
+fi
+
+# crictl talks to containerd's CRI: pods and containers as the kubelet sees them (fault tests
+# kill containers with it).
+if [ -x "$bin/crictl" ]; then
+  echo "[$(stamp)] crictl v$CRICTL_VERSION: cached"
+else
+  echo "[$(stamp)] building crictl v$CRICTL_VERSION..."
+  GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION"
+  echo "[$(stamp)] built crictl"
 fi

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The local environment: etcd, kube-apiserver, kube-controller-manager, a pod runner and an
-# Apache Kafka broker (KRaft), all on 127.0.0.1, with their data in .testenv/ (throwaway).
+# The local environment: one Kubernetes node in a network namespace of its own (hack/node.sh),
+# holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, the kubelet,
+# kube-proxy, an Apache Kafka broker (KRaft) and the object stores, with the operator installed
+# as its Deployment from the image built from this tree. Data in .testenv/ (throwaway).
 #
 #   hack/testenv.sh up [all|kafka|kube|stores]   build what is missing (cached), start, wait until ready
-#   hack/testenv.sh down                  stop everything we started and remove the data
+#   hack/testenv.sh down                  stop everything, remove the data, put the host back
 #   hack/testenv.sh status                which components run
 #   hack/testenv.sh kafka-stop|kafka-start|apiserver-stop|apiserver-start   (fault injection)
+#   hack/testenv.sh operator-install      (re)installs the operator Deployment from this tree's image
 #
-# Afterwards `source .testenv/env` gives KUBECONFIG, KAFKA_BOOTSTRAP_SERVERS and PATH.
+# Afterwards `source .testenv/env` gives KUBECONFIG, KAFKA_BOOTSTRAP_SERVERS, PATH (kubectl,
+# crictl) and CONTAINER_RUNTIME_ENDPOINT.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=hack/versions.sh
 source "$here/versions.sh"
+# shellcheck source=hack/node.sh
+source "$here/node.sh"
 
 state="${CSVKAFKA_TESTENV:-$root/.testenv}"
 bin="$KUBE_CACHE/bin"
@@ -22,6 +28,7 @@ ETCD_PORT=32379
 ETCD_PEER_PORT=32380
 APISERVER_PORT=36443
 KCM_PORT=30257
+SCHEDULER_PORT=30259
 KAFKA_PORT=39092
 KAFKA_CONTROLLER_PORT=39093
 S3_PORT=35000
@@ -41,7 +48,7 @@ running() {
   [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
-# start NAME CMD...: runs CMD in its own session (so `stop` can take its whole group) with its
+# start NAME CMD...: runs CMD (usually `in_node ...`) in its own session (so `stop` can take its whole group) with its
 # output in .testenv/logs/NAME.log.
 start() {
   local name="$1"; shift
@@ -78,7 +85,8 @@ wait_for() {
   return 1
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_open PORT: something listens on the node's address (seen from the host).
+port_open() { (exec 3<>"/dev/tcp/$NODE_IP/$1") 2>/dev/null; }
 
 certs() {
   local d="$state/pki"
@@ -90,7 +98,7 @@ certs() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=csvkafka-testenv-ca" \
       -keyout ca.key -out ca.crt 2>/dev/null
     cat >server.ext <<EOF
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:$SVC_APISERVER_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
 extendedKeyUsage=serverAuth
 EOF
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout server.key -out server.csr 2>/dev/null
@@ -107,46 +115,29 @@ EOF
 }
 
 kubeconfig() {
-  # Written to a temporary file and renamed: concurrent `up`s must never expose a half file.
-  local kc="$state/kubeconfig.tmp.$$"
-  cat >"$kc" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testenv
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority-data: $(base64 -w0 <"$state/pki/ca.crt")
-users:
-- name: admin
-  user:
-    client-certificate-data: $(base64 -w0 <"$state/pki/admin.crt")
-    client-key-data: $(base64 -w0 <"$state/pki/admin.key")
-contexts:
-- name: testenv
-  context: {cluster: testenv, user: admin}
-current-context: testenv
-EOF
-  chmod 600 "$kc"
-  mv -f "$kc" "$state/kubeconfig"
+  kubeconfig_for "$state/kubeconfig" admin "$state/pki/admin.crt" "$state/pki/admin.key"
 }
 
 write_env() {
   cat >"$state/env.tmp.$$" <<EOF
 export KUBECONFIG="$state/kubeconfig"
-export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+export KAFKA_BOOTSTRAP_SERVERS="$NODE_IP:$KAFKA_PORT"
 export CSVKAFKA_TESTENV="$state"
 export CSVKAFKA_KAFKA_LIBS="$KAFKA_CACHE/libs"
-export CSVKAFKA_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
-export CSVKAFKA_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
-export CSVKAFKA_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT;"
+export CSVKAFKA_S3_ENDPOINT="http://$NODE_IP:$S3_PORT"
+export CSVKAFKA_GCS_ENDPOINT="http://$NODE_IP:$GCS_PORT"
+export CSVKAFKA_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://$NODE_IP:$AZURE_PORT/$AZURE_ACCOUNT;"
+export CSVKAFKA_NODE_NETNS="$NODE_NETNS"
+export CSVKAFKA_NODE_IP="$NODE_IP"
+export CSVKAFKA_IMAGE="$(cat "$state/image" 2>/dev/null)"
+export CONTAINER_RUNTIME_ENDPOINT="unix://$state/containerd/containerd.sock"
 export PATH="$bin:$root/.venv/bin:\$PATH"
 EOF
   mv -f "$state/env.tmp.$$" "$state/env"
 }
 
 start_etcd() {
-  start etcd "$bin/etcd" --name testenv --data-dir "$state/etcd" \
+  start etcd "${IN_NODE[@]}" "$bin/etcd" --name testenv --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "testenv=http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -155,30 +146,33 @@ start_etcd() {
 }
 
 apiserver_start() {
-  # Flags after controller-runtime's envtest, plus RBAC, a service-account issuer and the
-  # PodSecurity admission (on by default) so the restricted level can be enforced per namespace.
-  start kube-apiserver "$bin/kube-apiserver" \
+  # Node and RBAC authorization, a service-account issuer, the PodSecurity admission (on by
+  # default) so the restricted level can be enforced per namespace, and the kubelet reached at
+  # the node's address for logs and exec. The default endpoint reconciler points the
+  # `kubernetes` Service at the node's address.
+  start kube-apiserver "${IN_NODE[@]}" "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port "$APISERVER_PORT" \
     --cert-dir "$state/pki" \
     --tls-cert-file "$state/pki/server.crt" --tls-private-key-file "$state/pki/server.key" \
     --client-ca-file "$state/pki/ca.crt" \
-    --authorization-mode RBAC --anonymous-auth=false \
+    --authorization-mode Node,RBAC --anonymous-auth=false \
+    --kubelet-client-certificate "$state/pki/admin.crt" --kubelet-client-key "$state/pki/admin.key" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$state/pki/sa.pub" \
     --service-account-signing-key-file "$state/pki/sa.key" \
     --api-audiences https://kubernetes.default.svc \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range "$SVC_CIDR" \
     --allow-privileged=true \
-    --endpoint-reconciler-type none \
     --storage-backend etcd3 \
     --profiling=false
   wait_for "kube-apiserver" 90 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get --raw /readyz
 }
 
 start_kcm() {
-  # nodelifecycle is off: the pod runner's node has no real kubelet behind it to evict pods from.
-  start kube-controller-manager "$bin/kube-controller-manager" \
+  # nodeipam is off: the pod CIDR is the CNI config's, not the Node's.
+  start kube-controller-manager "${IN_NODE[@]}" "$bin/kube-controller-manager" \
     --kubeconfig "$state/kubeconfig" \
     --authentication-kubeconfig "$state/kubeconfig" --authorization-kubeconfig "$state/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
@@ -186,8 +180,15 @@ start_kcm() {
     --service-account-private-key-file "$state/pki/sa.key" \
     --root-ca-file "$state/pki/ca.crt" \
     --cluster-signing-cert-file "$state/pki/ca.crt" --cluster-signing-key-file "$state/pki/ca.key" \
-    --controllers '*,-nodelifecycle,-nodeipam' \
+    --controllers '*,-nodeipam' \
     --concurrent-job-syncs 10 --concurrent-gc-syncs 10
+}
+
+start_scheduler() {
+  start kube-scheduler "${IN_NODE[@]}" "$bin/kube-scheduler" \
+    --kubeconfig "$state/kubeconfig" \
+    --authentication-kubeconfig "$state/kubeconfig" --authorization-kubeconfig "$state/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
 }
 
 kafka_start() {
@@ -198,8 +199,8 @@ kafka_start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -230,7 +231,7 @@ Configuration:
     Root: {level: WARN, AppenderRef: [{ref: STDOUT}]}
     Logger: [{name: kafka.server.KafkaServer, level: INFO}, {name: kafka.server.KafkaRaftServer, level: INFO}]
 EOF
-  start kafka java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+  start kafka "${IN_NODE[@]}" java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$state/kafka/log4j2.yaml" \
     -cp "$KAFKA_CACHE/libs/*" kafka.Kafka "$cfg"
   wait_for "kafka" 90 port_open "$KAFKA_PORT"
@@ -238,49 +239,98 @@ EOF
 
 stores_start() {
   mkdir -p "$state/gcs" "$state/azurite"
-  start moto "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
-  start fake-gcs-server "$STORES_CACHE/bin/fake-gcs-server" -scheme http -host 127.0.0.1 \
-    -port "$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" -external-url "http://127.0.0.1:$GCS_PORT" \
+  start moto "${IN_NODE[@]}" "$root/.venv/bin/moto_server" -H "$NODE_IP" -p "$S3_PORT"
+  start fake-gcs-server "${IN_NODE[@]}" "$STORES_CACHE/bin/fake-gcs-server" -scheme http -host "$NODE_IP" \
+    -port "$GCS_PORT" -public-host "$NODE_IP:$GCS_PORT" -external-url "http://$NODE_IP:$GCS_PORT" \
     -backend filesystem -filesystem-root "$state/gcs" -log-level warn
-  start azurite "$(command -v node)" "$STORES_CACHE/azurite-$AZURITE_VERSION/node_modules/azurite/dist/src/blob/main.js" \
-    --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" --location "$state/azurite" --skipApiVersionCheck --loose --silent
+  start azurite "${IN_NODE[@]}" "$(command -v node)" "$STORES_CACHE/azurite-$AZURITE_VERSION/node_modules/azurite/dist/src/blob/main.js" \
+    --blobHost "$NODE_IP" --blobPort "$AZURE_PORT" --location "$state/azurite" --skipApiVersionCheck --loose --silent
   wait_for "moto (S3)" 60 port_open "$S3_PORT"
   wait_for "fake-gcs-server" 60 port_open "$GCS_PORT"
   wait_for "azurite" 60 port_open "$AZURE_PORT"
 }
 
-start_runner() {
-  start podrunner "$python" "$here/podrunner.py" --kubeconfig "$state/kubeconfig" \
-    --node-name testenv-node --state-dir "$state" --python "$python"
+# image_up: builds this tree's image (cached by a hash of its sources) and loads it, with the
+# pause image, into containerd.
+image_up() {
+  local ref
+  ref="$(bash "$here/build-image.sh" | tail -1)"
+  pause_image
+  image_load "$ref" "$IMAGE_CACHE/csv-kafka-${ref##*:}.tar"
+  echo "$ref" >"$state/image"
 }
+
+# operator_install: the operator as its Deployment, from manifests/ through a local overlay that
+# sets only what differs here: the image built from this tree.
+operator_install() {
+  local ref overlay="$state/overlay"
+  ref="$(cat "$state/image")"
+  mkdir -p "$overlay"
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $(realpath --relative-to="$overlay" "$root/manifests")
+images:
+  - name: csv-kafka
+    newName: ${ref%:*}
+    newTag: ${ref##*:}
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: csvkafka-operator, namespace: csvkafka-system}
+      spec:
+        template:
+          spec:
+            containers:
+              - name: operator
+                env:
+                  - {name: CSVKAFKA_WORKER_IMAGE, value: "$ref"}
+EOF
+  log "installing the operator Deployment ($ref)"
+  kubectl_ apply --server-side --force-conflicts -k "$overlay" >/dev/null
+  kubectl_ -n csvkafka-system rollout status deploy/csvkafka-operator --timeout=180s
+}
+
+kubectl_() { "$bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
 
 up() {
   local what="${1:-all}" t0=$SECONDS
   mkdir -p "$state/logs" "$state/run"
-  case "$what" in all|kafka)
-    bash "$here/build-kafka.sh"
-    log "starting kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
-    kafka_start
-  esac
   case "$what" in all|kube)
     bash "$here/build-kube.sh"
-    certs
-    kubeconfig
-    log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
-    start_etcd
-    wait_for "etcd" 30 port_open "$ETCD_PORT"
-    log "starting kube-apiserver $KUBE_VERSION on 127.0.0.1:$APISERVER_PORT"
-    apiserver_start
-    log "starting kube-controller-manager and the pod runner"
-    start_kcm
-    start_runner
-    wait_for "the default ServiceAccount" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" -n default get serviceaccount default
-    wait_for "the pod runner's node" 60 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get node testenv-node
+  esac
+  certs
+  kubeconfig
+  netns_up
+  case "$what" in all|kafka)
+    bash "$here/build-kafka.sh"
+    log "starting kafka $KAFKA_VERSION (KRaft) on $NODE_IP:$KAFKA_PORT"
+    kafka_start
   esac
   case "$what" in all|stores)
     bash "$here/build-stores.sh"
     log "starting object stores: moto (S3) :$S3_PORT, fake-gcs-server :$GCS_PORT, azurite :$AZURE_PORT"
     stores_start
+  esac
+  case "$what" in all|kube)
+    log "starting etcd $ETCD_VERSION and kube-apiserver $KUBE_VERSION on $NODE_IP:$APISERVER_PORT"
+    start_etcd
+    wait_for "etcd" 30 in_node bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
+    apiserver_start
+    log "starting kube-controller-manager, kube-scheduler and containerd"
+    start_kcm
+    start_scheduler
+    containerd_start
+    image_up
+    log "starting the kubelet and kube-proxy (node $NODE_NAME)"
+    kubelet_start
+    kube_proxy_start
+    wait_for "node $NODE_NAME Ready" 120 node_ready
+    sysctls_restore
+    wait_for "the default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
+    operator_install
   esac
   write_env
   log "ready in $((SECONDS - t0))s: source $state/env"
@@ -288,26 +338,19 @@ up() {
 
 down() {
   local name
-  for name in podrunner kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
+  [ -d "$state" ] || { netns_down; return 0; }
+  node_down
+  for name in kube-scheduler kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
-  # Pod processes run in sessions of their own; the runner kills them on SIGTERM. A runner that
-  # died leaves "pid starttime" files behind: kill those processes if they are still the same.
-  local f pid start
-  for f in "$state"/pods/*/pid; do
-    [ -f "$f" ] || continue
-    read -r pid start <"$f" || continue
-    if [ "$(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null)" = "$start" ]; then
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
+  node_down  # again: anything the control plane started while the node stopped
   rm -rf "$state"
   log "testenv stopped and removed"
 }
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager podrunner kafka moto fake-gcs-server azurite; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka moto fake-gcs-server azurite; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
 }
@@ -320,5 +363,6 @@ case "${1:-}" in
   kafka-start) kafka_start ;;
   apiserver-stop) stop kube-apiserver ;;
   apiserver-start) apiserver_start ;;
-  *) echo "usage: $0 up [all|kafka|kube|stores] | down | status | kafka-stop | kafka-start | apiserver-stop | apiserver-start" >&2; exit 2 ;;
+  operator-install) image_up && operator_install ;;
+  *) echo "usage: $0 up [all|kafka|kube|stores] | down | status | kafka-stop | kafka-start | apiserver-stop | apiserver-start | operator-install" >&2; exit 2 ;;
 esac

@@ -1,11 +1,13 @@
-"""Session fixtures over the local environment (hack/testenv.sh): a real Kubernetes control plane
-and a real Kafka broker, started once per session and reused; a fresh namespace and fresh topic
-names per test so tests never see each other's data.
+"""Session fixtures over the local environment (hack/testenv.sh): a real Kubernetes cluster (one
+node, containerd, the operator as its Deployment) and a real Kafka broker, started once per
+session and reused; a fresh namespace and fresh topic names per test so tests never see each
+other's data.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.node import DataVolume, create_data_volume, delete_data_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTENV_SCRIPT = ROOT / "hack" / "testenv.sh"
@@ -30,8 +34,10 @@ class TestEnv:
     kafka_bootstrap: str
     environ: dict[str, str]
 
-    def pod_log(self, namespace: str, pod: str) -> Path:
-        return self.state_dir / "pods" / f"{namespace}_{pod}.log"
+    @property
+    def image(self) -> str:
+        """The image built from this tree, which the operator and its workers run."""
+        return self.environ["CSVKAFKA_IMAGE"]
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -50,7 +56,8 @@ def testenv() -> TestEnv:
     state = Path(os.environ.get("CSVKAFKA_TESTENV", ROOT / ".testenv"))
     environ = _read_env_file(state / "env")
     # Make the environment visible to code under test that reads the process environment.
-    for key in ("KUBECONFIG", "KAFKA_BOOTSTRAP_SERVERS", "PATH", "CSVKAFKA_TESTENV"):
+    for key in ("KUBECONFIG", "KAFKA_BOOTSTRAP_SERVERS", "PATH", "CSVKAFKA_TESTENV",
+                "CONTAINER_RUNTIME_ENDPOINT", "CSVKAFKA_NODE_NETNS", "CSVKAFKA_NODE_IP"):
         os.environ[key] = environ[key]
     return TestEnv(
         state_dir=state,
@@ -222,3 +229,13 @@ def namespace(kube_api) -> Iterator[str]:  # type: ignore[no-untyped-def]
             time.sleep(0.1)
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def data(kube_api, namespace: str, testenv: TestEnv) -> Iterator[DataVolume]:  # type: ignore[no-untyped-def]
+    """Files the test writes under ``data.path`` and its worker pods read through the claim
+    ``data`` (``data.source(path)`` is the matching ``spec.source``)."""
+    volume = create_data_volume(kube_api, namespace, testenv.state_dir / "data")
+    yield volume
+    delete_data_volume(kube_api, namespace)
+    shutil.rmtree(volume.path, ignore_errors=True)

@@ -1,19 +1,21 @@
 """The kopf handlers: thin wiring from events to the pure builders and phase machine.
 
 CsvIngestion create/resume/spec-update -> :func:`reconcile`; worker Job events ->
-:func:`job_event`. Status writes go through :func:`kube.update_status` (read-compute-write
-with a resourceVersion precondition), because the workers write the same status concurrently.
+:func:`job_event` (which reads a Job's pods once one has failed, to find an OOM kill).
+Status writes go through :func:`kube.update_status` (read-compute-write with a resourceVersion
+precondition), because the workers write the same status concurrently.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from ingest_operator import GROUP, KIND, PLURAL, PREFIX, VERSION, builders, kube, metrics
 from ingest_operator.config import OperatorConfig
@@ -21,11 +23,15 @@ from ingest_operator.phases import (
     Action,
     Decision,
     JobState,
+    OomKill,
     decide,
+    find_oom_kill,
     job_patch,
     observe_job,
     pending_edit_message,
     pending_edit_patch,
+    should_read_pods,
+    should_stop_job,
     start_run_patch,
     suspend_patch,
 )
@@ -33,6 +39,7 @@ from ingest_worker.spec import CsvIngestionSpec, CsvIngestionStatus
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the API server
 
 
 class _State:
@@ -233,6 +240,27 @@ def _owner_name(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _oom_kill(namespace: str, job: str, job_status: Mapping[str, Any] | None) -> OomKill | None:
+    """An OOM kill among the Job's pods, read only once one has failed.
+
+    One namespaced list by label per event of a Job that has a failed pod (a few per retry),
+    where a pod watch would stream every change of every worker pod, cluster-wide, to catch
+    the rare OOM kill.
+    """
+    if not should_read_pods(job_status):
+        return None
+    try:
+        pods = kube.list_pods(namespace, f"{JOB_NAME_LABEL}={job}")
+    except ApiException as exc:
+        # kopf does not retry event handlers: an unreadable pod list (a ClusterRole not yet
+        # updated) costs the diagnosis, not the Job's failure or success.
+        log.warning(
+            "%s/%s: cannot list the Job's pods (%s %s)", namespace, job, exc.status, exc.reason
+        )
+        return None
+    return find_oom_kill(pods, builders.WORKER_CONTAINER)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={builders.LABEL_INGESTION: kopf.PRESENT})
 @_counted("job")
 def job_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
@@ -249,21 +277,34 @@ def job_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> No
     except (KeyError, ValueError):
         return
     job = body["metadata"]["name"]
-    obs = observe_job(body.get("status"))
+    job_status = body.get("status")
+    obs = observe_job(job_status, _oom_kill(namespace, job, job_status))
 
     def compute(parent: dict[str, Any]) -> dict[str, Any] | None:
         _spec, status, _gen = _parse(parent)
         return job_patch(status, run, job, obs, now())
 
     parent, patch = kube.update_status(namespace, owner, compute)
-    if parent is None or patch is None:
+    if parent is None:
         return
-    phase = patch.get("phase")
-    metrics.PHASES.set(namespace, owner, phase)
-    message = str(patch.get("message", ""))
-    if obs.state == JobState.FAILED:
-        _event(parent, "Failed", message, warning=True)
+    if patch is not None:
+        phase = patch.get("phase")
+        metrics.PHASES.set(namespace, owner, phase)
+        message = str(patch.get("message", ""))
+        if obs.state == JobState.FAILED:
+            _event(parent, "Failed", message, warning=True)
+        elif phase:
+            _event(parent, str(phase), message)
+    # Also when the status already said Failed: an operator that was restarted between the
+    # status write and the deletion deletes the Job here.
+    written = CsvIngestionStatus.model_validate(parent.get("status") or {})
+    if should_stop_job(written, run, obs) and kube.delete_job(namespace, job):
+        _event(
+            parent,
+            "JobStopped",
+            f"Run {run}: deleted worker Job {job} instead of letting it retry: "
+            "its next pods would hit the same memory limit",
+        )
+    if patch is not None and obs.state == JobState.FAILED:
         # An edit made while the run was going applies now: that is the next run.
         reconcile_ingestion(namespace, owner)
-    elif phase:
-        _event(parent, str(phase), message)

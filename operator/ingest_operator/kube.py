@@ -128,3 +128,11 @@ def job_exists(namespace: str, name: str) -> bool:
             return False
         raise
     return True
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """Pods as the API writes them (camelCase dicts), for the pure functions of phases.py."""
+    api = api_client()
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=label_selector)
+    items: list[dict[str, Any]] = api.sanitize_for_serialization(pods).get("items") or []
+    return items

@@ -3,13 +3,14 @@
 Pending -> InProgress -> Completed, or -> Failed. A spec edit on a Failed ingestion starts a
 new run (resuming from the checkpoint unless the source URL changed); an edit while running is
 reported and applies to the next run; ``suspend`` deletes the Job and keeps the checkpoint.
+A worker pod killed for running out of memory fails the run at once (see :func:`observe_job`).
 Every function returns a status merge patch (camelCase) or a decision; the handlers do the I/O.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 FAILED = "Failed"
 REASON_SUSPENDED = "Suspended"
+REASON_OOM_KILLED = "OOMKilled"  # the kubelet's reason for a container the kernel OOM-killed
+MEMORY_LIMIT_FIELD = "spec.worker.resources.limits.memory"
 
 
 class JobState(enum.Enum):
@@ -35,15 +38,110 @@ class JobState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class OomKill:
+    """A worker container the kernel killed for going over its memory limit."""
+
+    pod: str
+    memory_limit: str | None  # the container's resources.limits.memory; None if it had none
+
+    def message(self) -> str:
+        if self.memory_limit is None:
+            return (
+                f"worker pod {self.pod} ran out of memory ({REASON_OOM_KILLED} with no memory "
+                f"limit set: the node ran short); set {MEMORY_LIMIT_FIELD} and requests.memory "
+                "to what the worker needs, so it runs on a node that has it: the edit starts a "
+                "new run, which resumes from the checkpoint"
+            )
+        return (
+            f"worker pod {self.pod} ran out of memory ({REASON_OOM_KILLED} at its memory limit "
+            f"of {self.memory_limit}); raise {MEMORY_LIMIT_FIELD} above {self.memory_limit}: "
+            "the edit starts a new run, which resumes from the checkpoint"
+        )
+
+
+@dataclass(frozen=True)
 class JobObservation:
     state: JobState
     reason: str = ""
     message: str = ""
+    oom: OomKill | None = None
+    """A worker pod of the Job was OOM-killed: the run has failed, whatever the Job does next."""
+    job_unfinished: bool = False
+    """With ``oom``: the Job itself has not finished, and would retry the pod."""
 
 
-def observe_job(job_status: Mapping[str, Any] | None) -> JobObservation:
-    """Classifies a Job by its terminal conditions, else by its active pods."""
+def should_read_pods(job_status: Mapping[str, Any] | None) -> bool:
+    """Whether the Job's pods are worth a read: one has failed and the Job did not complete.
+
+    Only the pods' container states tell an OOM kill from any other SIGKILL (both exit 137).
+    """
     job_status = job_status or {}
+    if _observe_job(job_status).state == JobState.SUCCEEDED:
+        return False
+    # A failed pod is first listed as uncounted, then counted in `failed`.
+    uncounted = (job_status.get("uncountedTerminatedPods") or {}).get("failed") or []
+    return (job_status.get("failed") or 0) > 0 or bool(uncounted)
+
+
+def find_oom_kill(pods: Iterable[Mapping[str, Any]], container: str) -> OomKill | None:
+    """The first of these pods (API dicts) whose ``container`` was OOM-killed, or None.
+
+    Only the worker container counts: its limit is the one spec.worker.resources sets (an
+    injected sidecar running out of memory is not the worker's fault, and stays retriable).
+    ``lastState`` covers a container restarted in place.
+    """
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != container:
+                continue
+            states = (cs.get("state") or {}, cs.get("lastState") or {})
+            if any((s.get("terminated") or {}).get("reason") == REASON_OOM_KILLED for s in states):
+                return OomKill(
+                    pod=(pod.get("metadata") or {}).get("name") or "?",
+                    memory_limit=_memory_limit(pod, container),
+                )
+    return None
+
+
+def _memory_limit(pod: Mapping[str, Any], container: str) -> str | None:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            limit: str | None = ((c.get("resources") or {}).get("limits") or {}).get("memory")
+            return limit
+    return None
+
+
+def observe_job(job_status: Mapping[str, Any] | None, oom: OomKill | None = None) -> JobObservation:
+    """The run's state, from its Job and (once a pod failed) :func:`find_oom_kill`'s finding.
+
+    An OOM kill of one of its pods fails the run at once, as a fatal worker error does through
+    the podFailurePolicy: the retries would run the same rows into the same limit. (A policy
+    rule cannot do it: it sees exit code 137, which any SIGKILL gives, and that stays retriable.)
+    A Job that completed anyway (a later pod succeeded while the operator was down) wins.
+    """
+    job = _observe_job(job_status or {})
+    if oom is None or job.state == JobState.SUCCEEDED:
+        return job
+    return JobObservation(
+        JobState.FAILED,
+        REASON_OOM_KILLED,
+        oom.message(),
+        oom=oom,
+        job_unfinished=job.state != JobState.FAILED,
+    )
+
+
+def should_stop_job(status: CsvIngestionStatus, run: int, obs: JobObservation) -> bool:
+    """Whether the operator deletes this run's Job: the run has failed, the Job would retry.
+
+    Decided on the status as written (not on the patch), so an operator that crashed between
+    the status write and the deletion deletes the Job when it sees the Job again.
+    """
+    return obs.job_unfinished and status.run == run and status.phase == Phase.FAILED
+
+
+def _observe_job(job_status: Mapping[str, Any]) -> JobObservation:
+    """Classifies a Job by its terminal conditions, else by its active pods."""
     for cond in job_status.get("conditions") or []:
         if cond.get("status") != "True":
             continue
@@ -312,8 +410,12 @@ def job_patch(
             ),
         }
     if obs.state == JobState.FAILED:
-        detail = obs.reason + (f": {obs.message}" if obs.message else "")
-        message = status.last_error or f"worker Job {job_name} failed ({detail})"
+        if obs.oom is not None:
+            # It beats a lastError: an OOM-killed pod writes none, so that was an earlier pod's.
+            message = obs.message
+        else:
+            detail = obs.reason + (f": {obs.message}" if obs.message else "")
+            message = status.last_error or f"worker Job {job_name} failed ({detail})"
         message = f"Run {run} failed: {message}"
         return {
             "phase": Phase.FAILED.value,

@@ -1,9 +1,10 @@
 """Fault injection reuses the operator's integration fixtures: the CRD and RBAC from manifests/,
-the operator as a subprocess with its own ServiceAccount's token."""
+the operator as its Deployment."""
 
 from tests.operator.conftest import (  # noqa: F401  (fixtures, re-exported for pytest)
     crd_installed,
     operator,
+    operator_deployment,
     operator_kubeconfig,
     pytest_runtest_makereport,
 )

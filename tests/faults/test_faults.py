@@ -1,5 +1,7 @@
-"""Jepsen-style fault injection against the real components: the operator (subprocess), the
-real kube-apiserver and Job controller, worker pods run by the pod runner, the real broker.
+"""Jepsen-style fault injection against the real components: the operator (its Deployment), the
+real kube-apiserver and Job controller, worker pods in containers on the real node, the real
+broker. Faults use real means: a SIGKILL to a container's process, the broker or the API server
+stopped.
 
 Every scenario: a seeded random schedule (the seed is printed, and can be forced with
 ``CSVKAFKA_FAULT_SEED``), a watcher that samples the resource's status all along (the phase
@@ -10,6 +12,7 @@ times the interruptions. Each scenario appends its row to ``.testenv/fault-repor
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -27,8 +30,9 @@ import pytest
 
 from ingest_worker.verify import CsvFormat, GoodRow, VerifyReport, consume, parse_source, verify
 from tests.conftest import ROOT, ComponentControl, TestEnv
-from tests.operator.conftest import OperatorProcess, wait_for, write_csv
-from tests.operator.test_operator import Ingestions, _running_pid, ingestion
+from tests.node import DataVolume, kill_container
+from tests.operator.conftest import OperatorDeployment, wait_for, write_csv
+from tests.operator.test_operator import Ingestions, ingestion, running_worker
 
 EVERY_ROWS = 10_000
 ROWS = 400_000
@@ -120,48 +124,47 @@ def check_outcome(
 
 
 @pytest.fixture
-def big_csv(tmp_path: Path) -> Path:
-    return write_csv(tmp_path / "big.csv", ROWS)
+def big_csv(data: DataVolume) -> Path:
+    return write_csv(data.path / "big.csv", ROWS)
 
 
 def _create(
     ingestions: Ingestions, name: str, csv: Path, topic: str, bootstrap: str, **spec: Any
 ) -> None:
-    body = ingestion(name, f"file://{csv}", topic, bootstrap,
+    """An ingestion of ``csv``, a file of the test's data volume (the ``data`` fixture)."""
+    body = ingestion(name, DataVolume(csv.parent).source(csv), topic, bootstrap,
                      checkpoint={"everyRows": EVERY_ROWS, "everySeconds": 1}, **spec)
     ingestions.create(body)
 
 
 def _verify(csv: Path, topic: str, bootstrap: str) -> VerifyReport:
-    return verify(str(csv), topic, bootstrap, source_url=f"file://{csv}", timeout=120)
+    """The verifier, with the URL the worker saw the file at (event ids derive from it)."""
+    return verify(str(csv), topic, bootstrap, source_url=DataVolume(csv.parent).url(csv),
+                  timeout=120)
 
 
 # --- 1. SIGKILL the worker ----------------------------------------------------------------------
 
 
 def _kill_at_random_points(
-    rng: random.Random, kills: int, running: Callable[[], int | None], progress: Callable[[], int],
-    total: int,
+    rng: random.Random, kills: int, namespace: str, running: Callable[[], str | None],
+    progress: Callable[[], int], total: int,
 ) -> int:
-    """Kills the worker's process group at ``kills`` random progress points; returns how many
-    kills landed (the ingestion may finish first)."""
+    """SIGKILLs the worker container's process at ``kills`` random progress points; returns how
+    many kills landed (the ingestion may finish first)."""
     points = sorted(rng.uniform(0.02, 0.9) * total for _ in range(kills))
     done = 0
     for point in points:
         deadline = time.monotonic() + 240
         while progress() < point and time.monotonic() < deadline:
             time.sleep(0.01)
-        pid = wait_for("a running worker", running, timeout=240, interval=0.02)
-        if pid is None:
-            break
+        pod = wait_for("a running worker", running, timeout=240, interval=0.02)
         time.sleep(rng.uniform(0, 0.3))
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
+        if kill_container(namespace, pod, "worker") is None:
             continue
         done += 1
-        # The next attempt must start before the next kill (not the same pid twice).
-        wait_for("the pid to go", lambda p=pid: running() != p, timeout=60, interval=0.02)
+        # The next attempt must start before the next kill (not the same pod twice).
+        wait_for("the pod to go", lambda p=pod: running() != p, timeout=60, interval=0.02)
     return done
 
 
@@ -215,13 +218,13 @@ def _verify_plain(csv: Path, topic: str, bootstrap: str) -> VerifyReport:
 
 @pytest.mark.slow
 def test_sigkill_worker_pods_job_retries_finish(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     big_csv: Path,
     new_topic: Callable[..., str],
 ) -> None:
-    """SIGKILL the worker pod's processes at random points; the Job's retries finish it.
+    """SIGKILL the worker container's process at random points; the Job's retries finish it.
 
     The Job controller delays each retry exponentially (10 s, 20 s, 40 s, ...), so ten kills in
     one Job would take over half an hour: the default is 3 here (CSVKAFKA_FAULT_POD_KILLS=10
@@ -236,7 +239,8 @@ def test_sigkill_worker_pods_job_retries_finish(
     size = big_csv.stat().st_size
     with Watcher(ingestions, "kill") as w:
         kills = _kill_at_random_points(
-            rng, kills_wanted, lambda: _running_pid(ingestions, "kill-1"), w.checkpoint, size)
+            rng, kills_wanted, ingestions.ns, lambda: running_worker(ingestions, "kill-1"),
+            w.checkpoint, size)
         st = ingestions.wait_phase("kill", "Completed", timeout=900)
     report = _verify(big_csv, topic, testenv.kafka_bootstrap)
     report_row("1b. SIGKILL worker pod (Job retries)", seed, kills, report, st["phase"],
@@ -263,7 +267,7 @@ def _wait_progress(ingestions: Ingestions, name: str, rng: random.Random, size: 
 
 @pytest.mark.slow
 def test_broker_down_30s_mid_ingestion(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     big_csv: Path,
@@ -289,7 +293,7 @@ def test_broker_down_30s_mid_ingestion(
 
 @pytest.mark.slow
 def test_broker_down_past_retry_budget_fails_then_retry_completes(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     big_csv: Path,
@@ -342,7 +346,7 @@ def _missing_before(csv: Path, topic: str, bootstrap: str, offset: int) -> int:
 
 @pytest.mark.slow
 def test_apiserver_down_20s_while_checkpointing(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     big_csv: Path,
@@ -373,16 +377,16 @@ def test_apiserver_down_20s_while_checkpointing(
 @pytest.mark.parametrize("moment", ["job-creation", "running", "completion"])
 def test_operator_killed(
     moment: str,
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
-    tmp_path: Path,
+    data: DataVolume,
     new_topic: Callable[..., str],
 ) -> None:
     seed = seed_for(f"operator-{moment}")
     rng = random.Random(seed)
     rows = 200_000
-    csv = write_csv(tmp_path / "op.csv", rows)
+    csv = write_csv(data.path / "op.csv", rows)
     topic = new_topic(partitions=3)
     with Watcher(ingestions, "opk") as w:
         _create(ingestions, "opk", csv, topic, testenv.kafka_bootstrap)
@@ -394,7 +398,7 @@ def test_operator_killed(
             wait_for("the last rows", lambda: int(
                 (ingestions.status("opk").get("checkpoint") or {}).get("row", 0)) >= rows * 0.8,
                 timeout=240, interval=0.02)
-        operator.stop(signal.SIGKILL)
+        operator.stop(kill=True)
         time.sleep(rng.uniform(0.5, 3.0))
         operator.start()
         st = ingestions.wait_phase("opk", "Completed", timeout=400)
@@ -413,7 +417,7 @@ def test_operator_killed(
 
 @pytest.mark.slow
 def test_two_attempts_racing_checkpoint_never_moves_back(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     big_csv: Path,
@@ -421,32 +425,36 @@ def test_two_attempts_racing_checkpoint_never_moves_back(
     namespace: str,
 ) -> None:
     """A second worker of the same run (as a stale pod the Job controller thinks dead but which
-    still runs) starts from an early checkpoint and writes while the real pod is ahead."""
+    still runs) starts from an early checkpoint and writes while the real pod is ahead: a pod of
+    the Job's own template, with its ServiceAccount, that the Job does not own."""
     seed = seed_for("racing")
     rng = random.Random(seed)
     topic = new_topic(partitions=3)
     _create(ingestions, "race", big_csv, topic, testenv.kafka_bootstrap)
     job = wait_for("the Job", lambda: ingestions.batch.read_namespaced_job("race-1", namespace)
                    if "race-1" in ingestions.jobs() else None, timeout=60)
-    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env if e.value}
+    template = ingestions.core.api_client.sanitize_for_serialization(job.spec.template)
+    stale_pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        # No Job labels: the Job controller must neither adopt nor count it.
+        "metadata": {"name": "race-stale"},
+        "spec": copy.deepcopy(template["spec"]),
+    }
     with Watcher(ingestions, "race") as w:
         _wait_progress(ingestions, "race", rng, big_csv.stat().st_size)
-        # The stale attempt: same run, same spec, admin credentials (it only writes status).
-        stale = subprocess.Popen(
-            [sys.executable, "-m", "ingest_worker.job_main"],
-            env={**os.environ, **env, "CSVKAFKA_POD_NAME": "stale-pod",
-                 "KUBECONFIG": str(testenv.kubeconfig)},
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ingestions.core.create_namespaced_pod(namespace, stale_pod)
+        st = ingestions.wait_phase("race", "Completed", timeout=400)
+        stale = wait_for(
+            "the stale pod to end",
+            lambda: (p := ingestions.core.read_namespaced_pod("race-stale", namespace)).status.phase
+            in ("Succeeded", "Failed") and p,
+            timeout=300,
         )
-        try:
-            st = ingestions.wait_phase("race", "Completed", timeout=400)
-            stale.wait(timeout=300)
-        finally:
-            if stale.poll() is None:
-                stale.kill()
+    (stale_state,) = [cs.state.terminated for cs in stale.status.container_statuses]
     report = _verify(big_csv, topic, testenv.kafka_bootstrap)
     report_row("6. two attempts racing", seed, 1, report, st["phase"],
-               f"stale exit {stale.returncode}")
+               f"stale exit {stale_state.exit_code}")
     check_outcome(report, 2, w)
     final = ingestions.status("race")
     assert final["checkpoint"]["row"] == ROWS and final["rowsPublished"] == ROWS, final

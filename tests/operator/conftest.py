@@ -1,16 +1,13 @@
-"""Fixtures for the operator's integration tests: the CRD and the operator's RBAC from
-``manifests/`` applied for real, and the operator itself as a subprocess watching one test
-namespace with the token of the manifests' ServiceAccount (so least privilege is exercised)."""
+"""Fixtures for the operator's integration tests: the operator as its Deployment, installed by
+the local environment from ``manifests/`` and this tree's image, watching every namespace; the
+tests stop, kill and restart it the way a cluster would."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
+import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,29 +18,18 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TestEnv, run_kubectl
+from tests.conftest import TestEnv, run_kubectl
+from tests.node import kill_container
 
 OPERATOR_NS = "csvkafka-system"
 OPERATOR_SA = "csvkafka-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+OPERATOR_DEPLOY = "csvkafka-operator"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=csvkafka-operator"
 
 
 @pytest.fixture(scope="session")
 def crd_installed(testenv: TestEnv) -> None:
-    run_kubectl(
-        testenv,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(ROOT / "crds" / "csvingestion.yaml"),
-    )
+    """The environment installs the CRD with the operator; this waits until it is served."""
     run_kubectl(
         testenv,
         "wait",
@@ -57,20 +43,7 @@ def crd_installed(testenv: TestEnv) -> None:
 def operator_kubeconfig(
     testenv: TestEnv, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """Applies manifests/ without the Deployment (the pod runner would run it cluster-wide)
-    and returns a kubeconfig holding a token of the operator's ServiceAccount."""
-    built = run_kubectl(testenv, "kustomize", str(ROOT / "manifests")).stdout
-    docs = [d for d in yaml.safe_load_all(built) if d]
-    keep = [d for d in docs if d["kind"] not in ("Deployment", "Service")]
-    run_kubectl(
-        testenv,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(keep),
-    )
+    """A kubeconfig holding a token of the operator's ServiceAccount, to check what it may do."""
     token = run_kubectl(
         testenv, "-n", OPERATOR_NS, "create", "token", OPERATOR_SA, "--duration=4h"
     ).stdout.strip()
@@ -96,85 +69,89 @@ def operator_kubeconfig(
 
 
 @dataclass
-class OperatorProcess:
-    """``python -m ingest_operator`` watching one namespace, as its Deployment would run it."""
+class OperatorDeployment:
+    """The operator's Deployment: one pod watching every namespace, as a user installs it."""
 
-    namespace: str
-    kubeconfig: Path
-    log_path: Path
-    health_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    testenv: TestEnv
+    logs: list[str] = field(default_factory=list)
+
+    def _kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(self.testenv, "-n", OPERATOR_NS, *args, check=check)
+
+    def pod(self) -> dict[str, Any] | None:
+        """The operator's running, ready pod that is not being deleted, if any."""
+        out = self._kubectl("get", "pods", "-l", OPERATOR_SELECTOR, "-o", "json").stdout
+        pods = json.loads(out)
+        for pod in pods["items"]:
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in pod.get("status", {}).get("conditions", [])
+            )
+            if ready and not pod["metadata"].get("deletionTimestamp"):
+                return dict(pod)
+        return None
 
     def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "CSVKAFKA_WATCH_NAMESPACES": self.namespace,
-            "CSVKAFKA_WORKER_IMAGE": "csv-kafka:test",
-            "CSVKAFKA_HEALTH_PORT": str(self.health_port),
-            "CSVKAFKA_METRICS_PORT": str(self.metrics_port),
-        }
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest_operator"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"operator exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("operator did not become ready")
+        """Scales the Deployment to one pod and waits until it is ready."""
+        self._kubectl("scale", f"deploy/{OPERATOR_DEPLOY}", "--replicas=1")
+        self._kubectl("rollout", "status", f"deploy/{OPERATOR_DEPLOY}", "--timeout=180s")
+        deadline = time.monotonic() + 120
+        while self.pod() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the operator's pod did not become ready")
+            time.sleep(0.2)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
+    def stop(self, kill: bool = False) -> None:
+        """Takes the operator away until :meth:`start`: scaled to zero, after a SIGKILL of its
+        process when ``kill`` (no graceful shutdown, as a crashed container or node)."""
+        self.logs.append(self.log_text())
+        pod = self.pod()
+        if kill and pod is not None:
+            kill_container(OPERATOR_NS, pod["metadata"]["name"], "operator")
+        self._kubectl("scale", f"deploy/{OPERATOR_DEPLOY}", "--replicas=0")
+        self._kubectl(
+            "wait", "--for=delete", "pod", "-l", OPERATOR_SELECTOR, "--timeout=120s", check=False
+        )
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-        ) as resp:
+        pod = self.pod()
+        assert pod is not None, "the operator is not running"
+        url = f"http://{pod['status']['podIP']}:9090/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
             text: str = resp.read().decode()
             return text
 
+    def rss_mib(self) -> float:
+        found = re.search(r"^process_resident_memory_bytes (\S+)$", self.metrics(), re.M)
+        assert found, "no process_resident_memory_bytes"
+        return float(found.group(1)) / 2**20
+
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The operator's log: this pod's, and the pods' before each stop."""
+        now = self._kubectl(
+            "logs", f"deploy/{OPERATOR_DEPLOY}", "--all-containers", "--tail=-1", check=False
+        ).stdout
+        return "\n".join([*self.logs, now])
+
+
+@pytest.fixture(scope="session")
+def operator_deployment(testenv: TestEnv, crd_installed: None) -> OperatorDeployment:
+    return OperatorDeployment(testenv)
 
 
 @pytest.fixture
 def operator(
-    namespace: str, operator_kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(namespace, operator_kubeconfig, tmp_path / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    operator_deployment: OperatorDeployment, request: pytest.FixtureRequest
+) -> Iterator[OperatorDeployment]:
+    operator_deployment.logs.clear()
+    if operator_deployment.pod() is None:
+        operator_deployment.start()
+    yield operator_deployment
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
-        print(f"--- operator log ---\n{op.log_text()[-6000:]}")
+        print(f"--- operator log ---\n{operator_deployment.log_text()[-6000:]}")
+    if operator_deployment.pod() is None:
+        operator_deployment.start()  # never leave the next test without its operator
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

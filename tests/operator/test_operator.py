@@ -1,8 +1,8 @@
 """The operator against the real control plane and the real broker (see conftest.py).
 
-No mocks: a real kube-apiserver validates the CRD, the real Job controller retries pods, the pod
-runner runs the worker as a local process with its ServiceAccount's token, and rows land in a
-real Kafka topic.
+No mocks: a real kube-apiserver validates the CRD, the operator runs as its Deployment, the real
+Job controller retries pods, the kubelet runs each worker in a container of the image built from
+this tree with its ServiceAccount's token, and rows land in a real Kafka topic.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,18 +20,22 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import TestEnv
-from tests.operator.conftest import OperatorProcess, run_kubectl, wait_for, write_csv
+from tests.node import DataVolume, kill_container, pod_logs
+from tests.operator.conftest import OperatorDeployment, run_kubectl, wait_for, write_csv
 
 GROUP, VERSION, PLURAL = "csvkafka.io", "v1alpha1", "csvingestions"
 
 
-def ingestion(name: str, url: str, topic: str, bootstrap: str, **spec: Any) -> dict[str, Any]:
+def ingestion(
+    name: str, source: dict[str, Any] | str, topic: str, bootstrap: str, **spec: Any
+) -> dict[str, Any]:
+    """A CsvIngestion; ``source`` is a ``spec.source`` (``DataVolume.source``) or a bare URL."""
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "CsvIngestion",
         "metadata": {"name": name},
         "spec": {
-            "source": {"url": url},
+            "source": {"url": source} if isinstance(source, str) else source,
             "kafka": {"bootstrapServers": bootstrap, "topic": topic},
             "worker": {"parallelism": 1, "backoffLimit": 3},
             **spec,
@@ -117,19 +120,19 @@ def record_figure(name: str, value: str) -> None:
 
 
 def test_apply_to_completed_with_every_row(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     namespace: str,
     new_topic: Callable[..., str],
     consume_all: Callable[..., list[Any]],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
     rows = 20_000
-    csv = write_csv(tmp_path / "data.csv", rows)
+    csv = write_csv(data.path / "data.csv", rows)
     topic = new_topic(partitions=3)
     t0 = time.monotonic()
-    ingestions.create(ingestion("orders", f"file://{csv}", topic, testenv.kafka_bootstrap))
+    ingestions.create(ingestion("orders", data.source(csv), topic, testenv.kafka_bootstrap))
     wait_for("the worker Job", lambda: ingestions.jobs() == ["orders-1"], timeout=30, interval=0.02)
     created = time.monotonic() - t0
     phases: list[str] = []
@@ -165,7 +168,10 @@ def test_apply_to_completed_with_every_row(
     meta = ingestions.get("orders")["metadata"]
     owned = list(meta.get("annotations") or {}) + (meta.get("finalizers") or [])
     assert all(k.startswith("csvkafka.io/") for k in owned), owned
-    assert 'csvkafka_operator_ingestions{phase="Completed"} 1.0' in operator.metrics()
+    # The Deployment watches every namespace: this ingestion is one of those it counts.
+    completed = re.search(r'^csvkafka_operator_ingestions\{phase="Completed"\} (\S+)$',
+                          operator.metrics(), re.M)
+    assert completed and float(completed.group(1)) >= 1
     record_figure("apply -> Job created (s)", f"{created:.3f}")
     record_figure("operator RSS after one ingestion (MiB)", f"{operator.rss_mib():.1f}")
     record_figure("phases seen", " -> ".join(phases))
@@ -200,24 +206,24 @@ def test_bad_specs_are_refused_naming_the_field(
 
 
 def test_missing_source_fails_then_edit_retries(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
     consume_all: Callable[..., list[Any]],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    missing = f"file://{tmp_path}/nowhere.csv"
+    missing = data.source(data.path / "nowhere.csv")
     topic = new_topic(partitions=1)
     ingestions.create(ingestion("fix", missing, topic, testenv.kafka_bootstrap))
     st = ingestions.wait_phase("fix", "Failed", timeout=120)
-    assert missing in st["message"], st["message"]
+    assert missing["url"] in st["message"], st["message"]
     assert st["attempts"] == 1  # a fatal error is not retried by the Job controller
     failed = next(c for c in st["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
 
-    csv = write_csv(tmp_path / "there.csv", 1000)
-    ingestions.patch_spec("fix", {"source": {"url": f"file://{csv}"}})
+    csv = write_csv(data.path / "there.csv", 1000)
+    ingestions.patch_spec("fix", {"source": data.source(csv)})
     st = ingestions.wait_phase("fix", "Completed", timeout=120)
     assert st["run"] == 2 and st["rowsPublished"] == 1000 and st["observedGeneration"] == 2
     assert ingestions.jobs() == ["fix-1", "fix-2"]
@@ -227,23 +233,23 @@ def test_missing_source_fails_then_edit_retries(
 # --- crashes and restarts ----------------------------------------------------------------------
 
 
-def start_offsets(testenv: TestEnv, namespace: str, job: str) -> list[int]:
+def start_offsets(api: client.ApiClient, namespace: str, job: str) -> list[int]:
     """The byte offset each pod of a Job started reading at (in start order), from the
-    workers' JSON logs."""
+    workers' JSON logs as `kubectl logs` shows them."""
     starts = []
-    for log in testenv.state_dir.joinpath("pods").glob(f"{namespace}_{job}-*.log"):
-        for line in log.read_text().splitlines():
-            if '"Started processing file' in line:
-                rec = json.loads(line)
-                starts.append((rec["time"], int(rec["byte_offset"])))
+    for line in pod_logs(api, namespace, f"job-name={job}").splitlines():
+        if '"Started processing file' in line:
+            rec = json.loads(line)
+            starts.append((rec["time"], int(rec["byte_offset"])))
     return [offset for _, offset in sorted(starts)]
 
 
-def _running_pid(ingestions: Ingestions, job: str) -> int | None:
+def running_worker(ingestions: Ingestions, job: str) -> str | None:
+    """The name of the Job's pod whose worker container runs, if any."""
     for pod in ingestions.worker_pods(job):
         for cs in (pod.status and pod.status.container_statuses) or []:
             if cs.state and cs.state.running and cs.container_id:
-                return int(cs.container_id.rsplit("/", 1)[-1])
+                return str(pod.metadata.name)
     return None
 
 
@@ -251,19 +257,19 @@ BIG_ROWS = 600_000
 
 
 def test_killed_worker_resumes_from_checkpoint(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
     consume_all: Callable[..., list[Any]],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "big.csv", BIG_ROWS)
+    csv = write_csv(data.path / "big.csv", BIG_ROWS)
     topic = new_topic(partitions=3)
     ingestions.create(
         ingestion(
             "crash",
-            f"file://{csv}",
+            data.source(csv),
             topic,
             testenv.kafka_bootstrap,
             checkpoint={"everyRows": 10_000, "everySeconds": 1},
@@ -278,33 +284,33 @@ def test_killed_worker_resumes_from_checkpoint(
     # Progress shows while it runs (the PROGRESS column of kubectl get).
     st = ingestions.status("crash")
     assert re.fullmatch(r"\d{1,2}%", st.get("progress") or ""), st
-    pid = wait_for("the worker's pid", lambda: _running_pid(ingestions, "crash-1"), timeout=30)
-    os.killpg(pid, signal.SIGKILL)  # the pod's whole process group, as an OOM kill would
+    pod = wait_for("the worker's pod", lambda: running_worker(ingestions, "crash-1"), timeout=30)
+    assert kill_container(ingestions.ns, pod, "worker"), "the worker was not running"
     assert row < BIG_ROWS, "the file was done before the kill: make it bigger"
     st = ingestions.wait_phase("crash", "Completed", timeout=300)
     assert st["attempts"] == 2 and st["run"] == 1, json.dumps(st, indent=1)
     assert len(ingestions.worker_pods("crash-1")) == 2
     assert st["checkpoint"]["row"] == BIG_ROWS and st["rowsPublished"] == BIG_ROWS
     # The second pod started from the checkpoint, not from the top of the file.
-    first, second = start_offsets(testenv, ingestions.ns, "crash-1")
+    first, second = start_offsets(ingestions.core.api_client, ingestions.ns, "crash-1")
     assert second > first
     assert distinct_ids(consume_all(topic, BIG_ROWS, timeout=120)) == set(range(BIG_ROWS))
     record_figure("checkpoint row when killed", str(row))
 
 
 def test_operator_restart_mid_ingestion(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
     consume_all: Callable[..., list[Any]],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "big.csv", BIG_ROWS)
+    csv = write_csv(data.path / "big.csv", BIG_ROWS)
     topic = new_topic(partitions=3)
-    ingestions.create(ingestion("restart", f"file://{csv}", topic, testenv.kafka_bootstrap))
+    ingestions.create(ingestion("restart", data.source(csv), topic, testenv.kafka_bootstrap))
     ingestions.wait_phase("restart", "InProgress", timeout=60)
-    operator.stop(signal.SIGKILL)  # no graceful shutdown
+    operator.stop(kill=True)  # no graceful shutdown
     time.sleep(1)
     operator.start()
     st = ingestions.wait_phase("restart", "Completed", timeout=300)
@@ -314,19 +320,19 @@ def test_operator_restart_mid_ingestion(
 
 
 def test_suspend_and_resume(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
     consume_all: Callable[..., list[Any]],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "big.csv", BIG_ROWS)
+    csv = write_csv(data.path / "big.csv", BIG_ROWS)
     topic = new_topic(partitions=3)
     ingestions.create(
         ingestion(
             "pause",
-            f"file://{csv}",
+            data.source(csv),
             topic,
             testenv.kafka_bootstrap,
             checkpoint={"everyRows": 10_000, "everySeconds": 1},
@@ -348,21 +354,21 @@ def test_suspend_and_resume(
     st = ingestions.wait_phase("pause", "Completed", timeout=300)
     assert st["run"] == 2 and st["rowsPublished"] == BIG_ROWS
     assert ingestions.jobs() == ["pause-2"]
-    (resumed_at,) = start_offsets(testenv, ingestions.ns, "pause-2")
+    (resumed_at,) = start_offsets(ingestions.core.api_client, ingestions.ns, "pause-2")
     assert resumed_at >= held * len("0,name-0,0.5\n")  # resumed, not restarted
     assert distinct_ids(consume_all(topic, BIG_ROWS, timeout=120)) == set(range(BIG_ROWS))
 
 
 def test_edit_while_running_is_reported(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "big.csv", BIG_ROWS)
+    csv = write_csv(data.path / "big.csv", BIG_ROWS)
     topic = new_topic(partitions=3)
-    ingestions.create(ingestion("edit", f"file://{csv}", topic, testenv.kafka_bootstrap))
+    ingestions.create(ingestion("edit", data.source(csv), topic, testenv.kafka_bootstrap))
     ingestions.wait_phase("edit", "InProgress", timeout=60)
     ingestions.patch_spec("edit", {"retry": 1})
     wait_for(
@@ -377,15 +383,15 @@ def test_edit_while_running_is_reported(
 
 
 def test_delete_removes_the_job(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "big.csv", BIG_ROWS)
+    csv = write_csv(data.path / "big.csv", BIG_ROWS)
     ingestions.create(
-        ingestion("gone", f"file://{csv}", new_topic(partitions=1), testenv.kafka_bootstrap)
+        ingestion("gone", data.source(csv), new_topic(partitions=1), testenv.kafka_bootstrap)
     )
     wait_for("the Job", lambda: ingestions.jobs() == ["gone-1"], timeout=30)
     ingestions.delete("gone")
@@ -401,13 +407,13 @@ def test_delete_removes_the_job(
 
 
 def test_worker_may_patch_only_its_own_status(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     namespace: str,
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    missing = f"file://{tmp_path}/none.csv"
+    missing = "file:///nowhere/none.csv"
     ingestions.create(ingestion("mine", missing, "t", testenv.kafka_bootstrap))
     ingestions.create(ingestion("other", missing, "t", testenv.kafka_bootstrap))
     wait_for("the worker's RoleBinding", lambda: _can_i(testenv, namespace, "get", "mine"))
@@ -470,15 +476,15 @@ def test_manifests_apply_server_side_dry_run(operator_kubeconfig: Path, testenv:
 
 
 def test_job_that_finished_while_the_operator_was_down(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    csv = write_csv(tmp_path / "small.csv", 5000)
+    csv = write_csv(data.path / "small.csv", 5000)
     ingestions.create(
-        ingestion("down", f"file://{csv}", new_topic(partitions=1), testenv.kafka_bootstrap)
+        ingestion("down", data.source(csv), new_topic(partitions=1), testenv.kafka_bootstrap)
     )
     wait_for("the Job", lambda: ingestions.jobs() == ["down-1"], timeout=30, interval=0.02)
     operator.stop()
@@ -497,18 +503,18 @@ def test_job_that_finished_while_the_operator_was_down(
 
 
 def test_new_source_starts_from_zero(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
-    tmp_path: Path,
+    data: DataVolume,
 ) -> None:
-    big = write_csv(tmp_path / "big.csv", BIG_ROWS)
-    small = write_csv(tmp_path / "small.csv", 3000)
+    big = write_csv(data.path / "big.csv", BIG_ROWS)
+    small = write_csv(data.path / "small.csv", 3000)
     ingestions.create(
         ingestion(
             "swap",
-            f"file://{big}",
+            data.source(big),
             new_topic(partitions=1),
             testenv.kafka_bootstrap,
             checkpoint={"everyRows": 10_000, "everySeconds": 1},
@@ -522,8 +528,9 @@ def test_new_source_starts_from_zero(
     )
     ingestions.patch_spec("swap", {"suspend": True})
     wait_for("the Job to go", lambda: ingestions.jobs() == [], timeout=60)
-    ingestions.patch_spec("swap", {"suspend": False, "source": {"url": f"file://{small}"}})
+    ingestions.patch_spec("swap", {"suspend": False, "source": data.source(small)})
     st = ingestions.wait_phase("swap", "Completed", timeout=120)
-    assert st["run"] == 2 and st["sourceUrl"] == f"file://{small}"
+    assert st["run"] == 2 and st["sourceUrl"] == data.url(small)
     assert st["rowsRead"] == 3000 and st["checkpoint"]["row"] == 3000
-    assert start_offsets(testenv, ingestions.ns, "swap-2") == [len("id,name,amount\n")]
+    offsets = start_offsets(ingestions.core.api_client, ingestions.ns, "swap-2")
+    assert offsets == [len("id,name,amount\n")]

@@ -16,10 +16,14 @@ from ingest_operator.phases import (
     Action,
     JobObservation,
     JobState,
+    OomKill,
     decide,
+    find_oom_kill,
     is_suspended,
     job_patch,
     observe_job,
+    should_read_pods,
+    should_stop_job,
     start_run_patch,
     suspend_patch,
 )
@@ -267,6 +271,115 @@ def test_job_states_move_the_phase() -> None:
     worker_said = status(phase="InProgress", run=2, lastError="source not found: s3://b/k")
     bad = job_patch(worker_said, 2, "a-2", failed, NOW)
     assert bad is not None and "source not found: s3://b/k" in bad["message"]
+
+
+# --- out-of-memory kills ------------------------------------------------------------------------
+
+RUNNING_JOB = {"active": 1, "failed": 1}
+BACKOFF_EXCEEDED = {
+    "failed": 7,
+    "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+}
+
+
+def pod(
+    name: str,
+    terminated: dict[str, Any] | None = None,
+    *,
+    last: dict[str, Any] | None = None,
+    container: str = builders.WORKER_CONTAINER,
+    limits: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A worker pod as the API returns it; ``terminated`` is its container's end."""
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": container, "resources": {"limits": limits or {}}}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "state": {"terminated": terminated} if terminated else {"running": {}},
+                    "lastState": {"terminated": last} if last else {},
+                }
+            ]
+        },
+    }
+
+
+OOM = {"exitCode": 137, "reason": "OOMKilled"}
+SIGKILL = {"exitCode": 137, "reason": "Error"}  # what `kill -9` or a node's end leaves
+W = builders.WORKER_CONTAINER
+
+
+def test_pods_are_read_only_once_one_failed_and_the_job_did_not_complete() -> None:
+    assert not should_read_pods(None)
+    assert not should_read_pods({"active": 1})
+    assert should_read_pods(RUNNING_JOB)
+    assert should_read_pods({"active": 1, "uncountedTerminatedPods": {"failed": ["uid"]}})
+    assert should_read_pods(BACKOFF_EXCEEDED)
+    done = {"failed": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    assert not should_read_pods(done)
+
+
+def test_an_oom_kill_is_told_from_any_other_sigkill_by_its_reason() -> None:
+    limits = {"memory": "512Mi"}
+    assert find_oom_kill([], W) is None
+    assert find_oom_kill([pod("a-1-x", SIGKILL, limits=limits)], W) is None
+    assert find_oom_kill([pod("a-1-x", {"exitCode": 1, "reason": "Error"})], W) is None
+    found = find_oom_kill([pod("a-1-x", SIGKILL), pod("a-1-y", OOM, limits=limits)], W)
+    assert found == OomKill(pod="a-1-y", memory_limit="512Mi")
+    # A container restarted in place keeps its OOM kill in lastState.
+    assert find_oom_kill([pod("a-1-z", last=OOM, limits=limits)], W) == OomKill("a-1-z", "512Mi")
+    # Another container's limit is not spec.worker.resources': a sidecar's OOM stays retriable.
+    assert find_oom_kill([pod("a-1-x", OOM, container="istio-proxy")], W) is None
+    assert find_oom_kill([pod("a-1-x", OOM)], W) == OomKill("a-1-x", None)
+
+
+def test_a_plain_sigkill_stays_retriable() -> None:
+    obs = observe_job(RUNNING_JOB, find_oom_kill([pod("a-1-x", SIGKILL)], W))
+    assert obs.state == JobState.RUNNING and obs.oom is None
+    inprog = status(phase="InProgress", run=1, observedGeneration=1)
+    assert job_patch(inprog, 1, "a-1", obs, NOW) is None
+
+
+def test_an_oom_kill_fails_the_run_at_once_and_stops_the_job() -> None:
+    oom = find_oom_kill([pod("a-2-x", OOM, limits={"memory": "512Mi"})], W)
+    obs = observe_job(RUNNING_JOB, oom)
+    assert (obs.state, obs.reason, obs.job_unfinished) == (JobState.FAILED, "OOMKilled", True)
+    # An earlier pod's lastError does not hide it.
+    inprog = status(phase="InProgress", run=2, observedGeneration=3, lastError="Kafka slow")
+    patch = job_patch(inprog, 2, "a-2", obs, NOW)
+    assert patch is not None and patch["phase"] == "Failed"
+    message = patch["message"]
+    assert message.startswith("Run 2 failed: worker pod a-2-x ran out of memory")
+    assert "512Mi" in message and "raise spec.worker.resources.limits.memory" in message
+    failed = next(c for c in patch["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "OOMKilled")
+    # The Job's retries are stopped once the status says Failed, also on a later event.
+    written = CsvIngestionStatus.model_validate({**inprog.to_wire(), **patch})
+    assert should_stop_job(written, 2, obs)
+    assert job_patch(written, 2, "a-2", obs, NOW) is None
+    assert not should_stop_job(inprog, 2, obs)  # not before the status is written
+    assert not should_stop_job(written, 1, obs)  # another run's Job
+    next_run = status(phase="Pending", run=3, observedGeneration=4)
+    assert not should_stop_job(next_run, 2, obs)
+
+
+def test_an_oom_kill_on_the_last_retry_names_it_and_a_later_success_wins() -> None:
+    oom = OomKill("a-1-x", "1Gi")
+    obs = observe_job(BACKOFF_EXCEEDED, oom)
+    assert obs.state == JobState.FAILED and obs.oom == oom and not obs.job_unfinished
+    patch = job_patch(status(phase="InProgress", run=1), 1, "a-1", obs, NOW)
+    assert patch is not None and "1Gi" in patch["message"]
+    assert "BackoffLimitExceeded" not in patch["message"]
+    done = {"failed": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    assert observe_job(done, oom) == JobObservation(JobState.SUCCEEDED)
+
+
+def test_an_oom_kill_without_a_limit_says_which_fields_to_set() -> None:
+    message = OomKill("a-1-x", None).message()
+    assert "no memory limit" in message
+    assert "spec.worker.resources.limits.memory" in message and "requests.memory" in message
 
 
 # --- settings ----------------------------------------------------------------------------------

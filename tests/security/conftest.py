@@ -3,6 +3,7 @@
 from tests.operator.conftest import (  # noqa: F401  (fixtures, re-exported for pytest)
     crd_installed,
     operator,
+    operator_deployment,
     operator_kubeconfig,
     pytest_runtest_makereport,
 )

@@ -19,10 +19,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import ROOT, TestEnv
+from tests.node import DataVolume, pod_logs
 from tests.operator.conftest import (
     OPERATOR_NS,
     OPERATOR_SA,
-    OperatorProcess,
+    OperatorDeployment,
     run_kubectl,
     wait_for,
     write_csv,
@@ -37,6 +38,7 @@ OPERATOR_EXPECTED: dict[str, set[str]] = {
     "csvingestions.csvkafka.io": {"get", "list", "watch", "patch"},
     "csvingestions.csvkafka.io/status": {"get", "patch", "update"},
     "jobs.batch": {"get", "list", "watch", "create", "delete"},
+    "pods": {"list"},  # a failed Job's pods, for an OOM kill
     "serviceaccounts": {"get", "create"},
     "roles.rbac.authorization.k8s.io": {"get", "create"},
     "rolebindings.rbac.authorization.k8s.io": {"get", "create"},
@@ -51,7 +53,15 @@ BUILTIN = {
     # Readable by every authenticated identity since Kubernetes 1.33 (system:basic-user).
     "clustertrustbundles.certificates.k8s.io",
 }
-NEVER = ("secrets", "pods/exec", "pods", "configmaps", "clusterroles", "clusterrolebindings")
+# Asked one by one as well: resource -> verbs the operator must never have.
+NEVER: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("secrets", "pods/exec", "configmaps", "clusterroles", "clusterrolebindings"),
+        ("get", "list", "create"),
+    ),
+    # Read, never written: the operator changes pods only through their Jobs.
+    "pods": ("create", "update", "patch", "delete", "deletecollection"),
+}
 
 
 _ROW = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
@@ -86,18 +96,20 @@ def test_operator_rbac_is_exactly_the_expected_set(
     got = _normalise(can_i_list(testenv, namespace, user))
     print("operator can-i --list:", json.dumps({k: sorted(v) for k, v in got.items()}, indent=1))
     assert got == OPERATOR_EXPECTED
-    for res in NEVER:
-        for verb in ("get", "list", "create"):
-            proc = run_kubectl(testenv, "-n", namespace, "auth", "can-i", verb, res,
+    for res, verbs in NEVER.items():
+        for verb in verbs:
+            # `can-i VERB pods/exec` would ask for a pod named "exec": name the subresource.
+            resource, _, sub = res.partition("/")
+            extra = ["--subresource", sub] if sub else []
+            proc = run_kubectl(testenv, "-n", namespace, "auth", "can-i", verb, resource, *extra,
                                "--as", user, check=False)
             assert proc.stdout.strip() == "no", f"operator may {verb} {res}"
 
 
 def test_worker_identity_touches_only_its_own_status(
-    operator: OperatorProcess, ingestions: Ingestions, testenv: TestEnv, namespace: str,
-    tmp_path: Path,
+    operator: OperatorDeployment, ingestions: Ingestions, testenv: TestEnv, namespace: str,
 ) -> None:
-    missing = f"file://{tmp_path}/none.csv"
+    missing = "file:///nowhere/none.csv"
     ingestions.create(ingestion("mine", missing, "t", testenv.kafka_bootstrap))
     ingestions.create(ingestion("other", missing, "t", testenv.kafka_bootstrap))
     user = f"system:serviceaccount:{namespace}:mine-worker"
@@ -117,14 +129,14 @@ def _pod_of(ingestions: Ingestions, job: str) -> client.V1Pod:
 
 
 def test_worker_pod_passes_restricted_and_is_hardened(
-    operator: OperatorProcess, ingestions: Ingestions, testenv: TestEnv, namespace: str,
-    tmp_path: Path, new_topic: Callable[..., str], kube_api: client.ApiClient,
+    operator: OperatorDeployment, ingestions: Ingestions, testenv: TestEnv, namespace: str,
+    data: DataVolume, new_topic: Callable[..., str], kube_api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(kube_api)
     labels = core.read_namespace(namespace).metadata.labels
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    csv = write_csv(tmp_path / "small.csv", 100)
-    ingestions.create(ingestion("hard", f"file://{csv}", new_topic(partitions=1),
+    csv = write_csv(data.path / "small.csv", 100)
+    ingestions.create(ingestion("hard", data.source(csv), new_topic(partitions=1),
                                 testenv.kafka_bootstrap))
     pod = _pod_of(ingestions, "hard-1")  # admitted in a `restricted` namespace
     spec = pod.spec
@@ -169,8 +181,8 @@ def test_operator_deployment_pod_passes_restricted(
 
 
 def test_no_secret_value_in_logs_status_or_events(
-    operator: OperatorProcess, ingestions: Ingestions, testenv: TestEnv, namespace: str,
-    tmp_path: Path, new_topic: Callable[..., str], kube_api: client.ApiClient,
+    operator: OperatorDeployment, ingestions: Ingestions, testenv: TestEnv, namespace: str,
+    data: DataVolume, new_topic: Callable[..., str], kube_api: client.ApiClient,
 ) -> None:
     token = "s3cr3t-" + secrets.token_hex(16)
     aws = "AKIA" + secrets.token_hex(8).upper()
@@ -181,9 +193,9 @@ def test_no_secret_value_in_logs_status_or_events(
     core.create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="src-creds"),
         string_data={"AWS_ACCESS_KEY_ID": aws, "AWS_SECRET_ACCESS_KEY": token}))
-    csv = write_csv(tmp_path / "s.csv", 500)
+    csv = write_csv(data.path / "s.csv", 500)
     topic = new_topic(partitions=1)
-    body = ingestion("sec", f"file://{csv}", topic, testenv.kafka_bootstrap)
+    body = ingestion("sec", data.source(csv), topic, testenv.kafka_bootstrap)
     body["spec"]["kafka"]["secretRef"] = {"name": "kafka-creds"}
     body["spec"]["source"]["secretRef"] = {"name": "src-creds"}
     ingestions.create(body)
@@ -197,9 +209,8 @@ def test_no_secret_value_in_logs_status_or_events(
         "job": json.dumps(ingestions.batch.read_namespaced_job("sec-1", namespace).to_dict(),
                           default=str),
     }
-    for log in (testenv.state_dir / "pods").glob(f"{namespace}_sec-1-*.log"):
-        places[log.name] = log.read_text(errors="replace")
-    assert any(k.endswith(".log") for k in places), "no worker pod log found"
+    places["worker pod logs"] = pod_logs(kube_api, namespace, "job-name=sec-1")
+    assert "--- sec-1-" in places["worker pod logs"], "no worker pod log found"
     for where, text in places.items():
         assert token not in text, f"the secret value leaked into {where}"
         assert aws not in text, f"the access key id leaked into {where}"

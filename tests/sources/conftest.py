@@ -1,5 +1,5 @@
-"""Fixtures for the source tests: the operator's integration fixtures (real CRD, RBAC, operator
-process) plus clients of the object-store servers the test environment runs on 127.0.0.1
+"""Fixtures for the source tests: the operator's integration fixtures (its Deployment) plus
+clients of the object-store servers the test environment runs in the node's network namespace
 (moto for S3, fake-gcs-server for GCS, Azurite for Azure Blob)."""
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import TestEnv
+from tests.node import pod_logs
 from tests.operator.conftest import (  # noqa: F401  (fixtures, re-exported for pytest)
     crd_installed,
     operator,
+    operator_deployment,
     operator_kubeconfig,
     pytest_runtest_makereport,
     write_csv,
@@ -176,6 +178,5 @@ def everything_said(ings: Ingestions, testenv: TestEnv, operator_log: str, names
     parts += [f"{e.reason} {e.message}" for e in evs]
     for pod in ings.core.list_namespaced_pod(ings.ns).items:
         parts.append(json.dumps(client.ApiClient().sanitize_for_serialization(pod.status)))
-    for log in testenv.state_dir.joinpath("pods").glob(f"{ings.ns}_*.log"):
-        parts.append(log.read_text(errors="replace"))
+    parts.append(pod_logs(ings.core.api_client, ings.ns, "job-name"))
     return "\n".join(parts)

@@ -7,6 +7,7 @@
 * :class:`TokenServer`: an OAuth token endpoint, so a real service-account key (signed JWT
   exchanged for a token) is used against the GCS emulator, which has no token endpoint.
 
+Every server lives in the node's network namespace (``tests.netns``), where pods reach it.
 Both the file server and the proxy can throttle their responses (``bytes_per_second``, changed
 at any time), which makes "kill the worker mid-file" deterministic on a fast machine.
 """
@@ -27,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from tests.netns import in_node_netns, node_ip
 
 _HOP_BY_HOP = {
     "connection",
@@ -65,13 +68,13 @@ class _Base:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{node_ip()}:{self.port}"
 
     def ranges(self, method: str = "GET") -> list[str | None]:
         return [r.range for r in list(self.log) if r.method == method]
 
     def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = in_node_netns(lambda: ThreadingHTTPServer((node_ip(), 0), handler))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -1,6 +1,7 @@
 """Every source, end to end: a CsvIngestion with credentials from a Secret, the real operator,
-the real Job controller, the worker as a pod process, and the real protocol servers (moto,
-fake-gcs-server, Azurite, a local Range-capable HTTP server, a PersistentVolumeClaim).
+the real Job controller, the worker in a container on the real node, and the real protocol
+servers in the node's network namespace (moto, fake-gcs-server, Azurite, a Range-capable HTTP
+server, a PersistentVolumeClaim).
 
 The resume tests read the servers' request logs: the retried pod must ask for the bytes from
 the checkpoint on (``Range: bytes=<byteOffset>-``), not the whole object again.
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Any
 from kubernetes import client
 
 from tests.conftest import TestEnv
-from tests.operator.conftest import OperatorProcess, wait_for
-from tests.operator.test_operator import Ingestions, _running_pid, distinct_ids
+from tests.node import DataVolume, kill_container
+from tests.operator.conftest import OperatorDeployment, wait_for
+from tests.operator.test_operator import Ingestions, distinct_ids, running_worker
 from tests.sources.conftest import (
     AWS_KEY_ID,
     copy_into,
@@ -69,7 +69,7 @@ def ingest_plain_and_gzip(
 
 
 def test_s3_with_keys_from_a_secret(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -109,7 +109,7 @@ def test_s3_with_keys_from_a_secret(
 
 
 def test_gcs_with_a_service_account_key_from_a_secret(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -149,7 +149,7 @@ def test_gcs_with_a_service_account_key_from_a_secret(
 
 
 def test_azure_with_a_connection_string_from_a_secret(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -183,7 +183,7 @@ def test_azure_with_a_connection_string_from_a_secret(
 
 
 def test_http_with_a_bearer_token_from_a_secret(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -214,81 +214,42 @@ def test_http_with_a_bearer_token_from_a_secret(
 
 
 def test_path_on_a_mounted_volume_claim(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
     consume_all: Consume,
     kube_api: client.ApiClient,
     namespace: str,
-    tmp_path: Path,
+    data: DataVolume,
     csv_200k: Path,
     gz_20k: Path,
 ) -> None:
-    # A hostPath PersistentVolume bound to a claim: the pod runner is the node, so the claim's
-    # mountPath is the volume's directory itself.
-    volume_dir = tmp_path / "volume"
-    volume_dir.mkdir()
-    copy_into(csv_200k, volume_dir, "rows.csv")
-    copy_into(gz_20k, volume_dir, "rows.csv.gz")
-    core = client.CoreV1Api(kube_api)
-    pv_name = f"pv-{namespace}"
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "hostPath": {"path": str(volume_dir)},
-                "storageClassName": "",
-                "claimRef": {"namespace": namespace, "name": "dumps"},
-            },
-        }
+    # A hostPath PersistentVolume bound to the claim `data` (the node shares the host's disk).
+    copy_into(csv_200k, data.path, "rows.csv")
+    copy_into(gz_20k, data.path, "rows.csv.gz")
+
+    def source(name: str) -> dict[str, Any]:
+        return data.source(data.path / name)
+
+    ingest_plain_and_gzip(
+        ingestions, testenv, new_topic, consume_all, source, csv_200k.stat().st_size
     )
-    try:
-        core.create_namespaced_persistent_volume_claim(
-            namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "dumps"},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                    "storageClassName": "",
-                    "volumeName": pv_name,
-                },
-            },
-        )
-
-        def source(name: str) -> dict[str, Any]:
-            return {
-                "url": str(volume_dir / name),
-                "volume": {"claimName": "dumps", "mountPath": str(volume_dir)},
-            }
-
-        ingest_plain_and_gzip(
-            ingestions, testenv, new_topic, consume_all, source, csv_200k.stat().st_size
-        )
-        job = client.BatchV1Api(kube_api).read_namespaced_job("plain-1", namespace)
-        pod = job.spec.template.spec
-        assert any(
-            v.persistent_volume_claim and v.persistent_volume_claim.claim_name == "dumps"
-            for v in pod.volumes
-        )
-        (mount,) = [m for m in pod.containers[0].volume_mounts if m.name == "source"]
-        assert mount.read_only and mount.mount_path == str(volume_dir)
-    finally:
-        core.delete_persistent_volume(pv_name)
+    job = client.BatchV1Api(kube_api).read_namespaced_job("plain-1", namespace)
+    pod = job.spec.template.spec
+    assert any(
+        v.persistent_volume_claim and v.persistent_volume_claim.claim_name == data.claim
+        for v in pod.volumes
+    )
+    (mount,) = [m for m in pod.containers[0].volume_mounts if m.name == "source"]
+    assert mount.read_only and mount.mount_path == data.mount_path
 
 
 # --- kill mid-file: the retry resumes with a ranged read -----------------------------------------
 
 
 def kill_mid_file(ingestions: Ingestions, name: str) -> int:
-    """Waits for a checkpoint inside the file, SIGKILLs the worker pod's processes and returns
+    """Waits for a checkpoint inside the file, SIGKILLs the worker container's process and returns
     the checkpoint's byte offset the retry must resume from."""
     wait_for(
         "a checkpoint inside the file",
@@ -296,9 +257,9 @@ def kill_mid_file(ingestions: Ingestions, name: str) -> int:
         timeout=120,
         interval=0.05,
     )
-    pid = wait_for("the worker's pid", lambda: _running_pid(ingestions, f"{name}-1"), timeout=30)
+    pod = wait_for("the worker's pod", lambda: running_worker(ingestions, f"{name}-1"), timeout=30)
     time.sleep(1.0)  # a few checkpoints in: resume well inside the file, not at its first chunk
-    os.killpg(pid, signal.SIGKILL)
+    assert kill_container(ingestions.ns, pod, "worker"), "the worker was not running"
     time.sleep(0.5)  # a status write the worker had in flight lands before we read
     st = ingestions.status(name)
     assert st["checkpoint"]["row"] < BIG, "the file was done before the kill"
@@ -314,7 +275,7 @@ THROTTLE = 2_000_000
 
 
 def test_s3_killed_worker_resumes_with_a_range_request(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -352,7 +313,7 @@ def test_s3_killed_worker_resumes_with_a_range_request(
 
 
 def test_http_killed_worker_resumes_with_a_range_request(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -392,7 +353,7 @@ def test_http_killed_worker_resumes_with_a_range_request(
 
 
 def test_s3_object_replaced_between_attempts_fails_the_ingestion(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -428,7 +389,7 @@ def test_s3_object_replaced_between_attempts_fails_the_ingestion(
 
 
 def test_http_file_replaced_between_attempts_restarts_from_zero(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -460,7 +421,7 @@ def test_http_file_replaced_between_attempts_restarts_from_zero(
 
 
 def test_missing_object_fails_with_a_clear_message(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],
@@ -481,7 +442,7 @@ def test_missing_object_fails_with_a_clear_message(
 
 
 def test_wrong_credentials_fail_with_a_clear_message(
-    operator: OperatorProcess,
+    operator: OperatorDeployment,
     ingestions: Ingestions,
     testenv: TestEnv,
     new_topic: Callable[..., str],

@@ -1,0 +1,10 @@
+"""The node's tests use the operator's fixtures too (its Deployment, a data volume)."""
+
+from tests.operator.conftest import (  # noqa: F401  (fixtures, re-exported for pytest)
+    crd_installed,
+    operator,
+    operator_deployment,
+    operator_kubeconfig,
+    pytest_runtest_makereport,
+)
+from tests.operator.test_operator import ingestions  # noqa: F401
