@@ -33,6 +33,20 @@ RUN set -eu; \
     find /opt/venv -name '*.py[co]' -delete; \
     grep -rqE 'kubernetes(\.aio| import .*\baio\b)' /src/ingest_worker /src/operator \
       || rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio
+# Bytecode for the modules the operator and the worker import, and only those: the root
+# filesystem is read-only, so without it every start compiles them again (2.1 s of the
+# operator's start, 0.6 s of the worker's), and all of site-packages would add ~40 MB.
+# Unchecked hashes: the sources in an image never change, and no stat is needed to trust them.
+RUN /opt/venv/bin/python -c "\
+import importlib, importlib.util, py_compile, sys; \
+[importlib.import_module(m) for m in sys.argv[1:]]; \
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH; \
+[py_compile.compile(f, cfile=importlib.util.cache_from_source(f), invalidation_mode=mode) \
+ for f in {getattr(m, '__file__', None) or '' for m in list(sys.modules.values())} \
+ if f.startswith('/opt/venv/') and f.endswith('.py')]" \
+    ingest_operator.__main__ ingest_operator.handlers ingest_worker.job_main \
+    ingest_worker.pipeline ingest_worker.stores ingest_worker.cli ingest_worker.verify \
+    smart_open.s3 smart_open.gcs smart_open.azure smart_open.http
 
 # --- run: the virtualenv only; no compilers, pip or caches -----------------------------------
 FROM ${BASE_IMAGE}

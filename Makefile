@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench image
+.PHONY: setup system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,10 @@ crds: setup
 
 bench: testenv-up
 	$(PY) bench/bench.py
+
+# apply -> first row produced, on the local node (5 runs, by step).
+bench-pod-start: testenv-up
+	$(PY) bench/pod_start.py
 
 # The project's image, built with podman from a local Debian base and a host-side wheelhouse
 # (no Docker, no registry, no network in the build). Prints the image reference last.

@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--rss-scaling", action="store_true",
                     help="run the worker on 1M and 10M rows and compare peak RSS")
     ap.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
-                                                                  "127.0.0.1:39092"))
+                                                                  "10.201.0.2:39092"))
     args = ap.parse_args()
     global BROKER_PID
     BROKER_PID = broker_pid()

@@ -353,6 +353,25 @@ status() {
   for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka moto fake-gcs-server azurite; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
+  memory
+}
+
+# memory: the resident memory of every process in the node's and the pods' network namespaces,
+# which is the whole environment (servers, shims, containers).
+memory() {
+  local ns inodes="" p n total=0 count=0 rss
+  for ns in "/run/netns/$NODE_NETNS" /run/netns/cni-*; do
+    [ -e "$ns" ] && inodes+=" $(stat -L -c %i "$ns") "
+  done
+  [ -n "$inodes" ] || return 0
+  for p in /proc/[0-9]*; do
+    n="$(stat -L -c %i "$p/ns/net" 2>/dev/null)" || continue
+    case "$inodes" in *" $n "*) ;; *) continue ;; esac
+    rss="$(awk '/^VmRSS:/ {print $2}' "$p/status" 2>/dev/null)"
+    [ -n "$rss" ] || continue
+    total=$((total + rss)); count=$((count + 1))
+  done
+  echo "memory: $((total / 1024)) MiB resident in $count processes (node and pods)"
 }
 
 case "${1:-}" in
