@@ -14,9 +14,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 COPY . /src
 # With a wheelhouse the install is offline (--no-index: a missing wheel fails here rather than
 # reaching for the network); without one it resolves from the index as usual. Then out go
-# pip/setuptools, dependencies' own test suites and bytecode: none is used at run time. And
-# kubernetes/aio, an asyncio twin of the generated client (21 MB) that neither this project
-# nor kopf imports: kept if the sources ever name it.
+# pip/setuptools, dependencies' own test suites and bytecode (the next step compiles what is
+# imported); kubernetes/aio, an asyncio twin of the generated client (21 MB) that neither this
+# project nor kopf imports (kept if the sources ever name it); and botocore's models of every
+# AWS service (27 MB) but S3's and those of the credential chain (STS for web identity, SSO).
 RUN set -eu; \
     if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
       from="--no-index --find-links=/src/wheelhouse"; \
@@ -32,7 +33,9 @@ RUN set -eu; \
       -exec rm -rf {} +; \
     find /opt/venv -name '*.py[co]' -delete; \
     grep -rqE 'kubernetes(\.aio| import .*\baio\b)' /src/ingest_worker /src/operator \
-      || rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio
+      || rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio; \
+    find /opt/venv/lib/python3*/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
+      ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
 # Bytecode for the modules the operator and the worker import, and only those: the root
 # filesystem is read-only, so without it every start compiles them again (2.1 s of the
 # operator's start, 0.6 s of the worker's), and all of site-packages would add ~40 MB.

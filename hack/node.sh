@@ -28,7 +28,19 @@ KUBELET_SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
 IN_NODE=(nsenter "--net=/run/netns/$NODE_NETNS")
 in_node() { "${IN_NODE[@]}" "$@"; }
 
+# host_paths_save: the host paths the node creates that did not exist before it (the kubelet,
+# containerd's shims and the CNI plugins use them whatever our own directories are), so that
+# teardown removes them and nothing else.
+HOST_PATHS="/run/netns /var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/cni"
+host_paths_save() {
+  local f="$state/node/made.txt" p
+  [ -f "$f" ] && return 0
+  mkdir -p "$state/node"
+  for p in $HOST_PATHS; do [ -e "$p" ] || echo "$p"; done >"$f"
+}
+
 netns_up() {
+  host_paths_save
   [ -e "/run/netns/$NODE_NETNS" ] && return 0
   log "creating the node's network namespace $NODE_NETNS ($NODE_IP, pods $POD_CIDR, Services $SVC_CIDR)"
   ip netns add "$NODE_NETNS"
@@ -57,6 +69,11 @@ netns_down() {
   done
   ip link delete "$HOST_VETH" 2>/dev/null || true  # takes its routes along
   [ -e "/run/netns/$NODE_NETNS" ] && ip netns delete "$NODE_NETNS"
+  # `ip netns add` made /run/netns a mount point of its own, if it was not there before.
+  if grep -qx /run/netns "$state/node/made.txt" 2>/dev/null && [ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ]; then
+    umount /run/netns 2>/dev/null || true
+    rmdir /run/netns
+  fi
   return 0
 }
 
@@ -202,10 +219,6 @@ kubelet_start() {
   node_certs
   kubeconfig_for "$state/kubelet.kubeconfig" "system:node:$NODE_NAME" "$state/pki/kubelet.crt" "$state/pki/kubelet.key"
   echo "nameserver 127.0.0.1" >"$d/resolv.conf"  # pods never get the host's resolver
-  # Remember what exists before the kubelet creates it, so teardown removes only what it made.
-  [ -e "$d/made.txt" ] || for p in /var/lib/kubelet /var/log/containers; do
-    [ -e "$p" ] || echo "$p"
-  done >"$d/made.txt"
   cat >"$d/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -286,7 +299,7 @@ node_down() {
     [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   if [ -f "$state/node/made.txt" ]; then
-    while read -r p; do rm -rf "$p"; done <"$state/node/made.txt"
+    while read -r p; do [ "$p" = /run/netns ] || rm -rf "$p"; done <"$state/node/made.txt"
   fi
   # The kubelet's container log links point into our state dir, if /var/log/containers stays.
   for f in /var/log/containers/*.log; do

@@ -2,8 +2,8 @@
 
 Layout: ``config`` (settings from the environment), ``crdgen`` (the CRD, generated from
 ``ingest_worker.spec``), ``builders`` (pure functions that make every child object),
-``phases`` (the pure phase machine), ``handlers`` (thin kopf handlers doing the I/O),
-``metrics`` (Prometheus).
+``phases`` (the pure phase machine), ``guard`` (which workers the operator agrees to run),
+``handlers`` (thin kopf handlers doing the I/O), ``metrics`` (Prometheus).
 """
 
 GROUP = "csvkafka.io"

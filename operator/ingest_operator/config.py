@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "CSVKAFKA_"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# The characters of an image reference ([registry[:port]/]path[:tag][@digest]). Loose on
+# purpose, the runtime is the judge: it catches a stray space, quote or separator.
+_IMAGE_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$")
+ANY_IMAGE = "*"
 
 
 class ConfigError(Exception):
@@ -27,6 +31,13 @@ class OperatorConfig(BaseModel):
     worker_image: str = Field(default="csv-kafka:0.1.0", min_length=1)
     """CSVKAFKA_WORKER_IMAGE: the worker image for ingestions that do not set spec.worker.image
     (normally the operator's own image)."""
+    allowed_worker_images: tuple[str, ...] = ()
+    """CSVKAFKA_ALLOWED_WORKER_IMAGES: comma-separated images an ingestion may name in
+    spec.worker.image, exact references; the worker image above is always allowed; ``*`` allows
+    any image (leave the choice to the admission policy alone)."""
+    allow_service_account_override: bool = False
+    """CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE: whether an ingestion may set
+    spec.worker.serviceAccountName, i.e. run its worker as any ServiceAccount of its namespace."""
     worker_image_pull_policy: str = Field(
         default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$"
     )
@@ -42,8 +53,23 @@ class OperatorConfig(BaseModel):
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
-            items = [v.strip() for v in value.split(",") if v.strip()]
-            return () if items in ([], ["*"]) else tuple(items)
+            items = _items(value)
+            return () if items in ((), ("*",)) else items
+        return value
+
+    @field_validator("allowed_worker_images", mode="before")
+    @classmethod
+    def _split_images(cls, value: object) -> object:
+        return _items(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_worker_images")
+    @classmethod
+    def _image_refs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if ANY_IMAGE in value and len(value) > 1:
+            raise ValueError(f"{ANY_IMAGE} allows any image: list no other")
+        bad = [ref for ref in value if ref != ANY_IMAGE and not _IMAGE_REF.match(ref)]
+        if bad:
+            raise ValueError(f"not image references: {', '.join(bad)}")
         return value
 
     @field_validator("watch_namespaces")
@@ -57,6 +83,16 @@ class OperatorConfig(BaseModel):
     @property
     def clusterwide(self) -> bool:
         return not self.watch_namespaces
+
+    @property
+    def worker_images(self) -> frozenset[str]:
+        """The images a worker may run: the default worker image and the allowlist."""
+        return frozenset((self.worker_image, *self.allowed_worker_images))
+
+
+def _items(value: str) -> tuple[str, ...]:
+    """A comma-separated list, without blanks."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def load_config(environ: Mapping[str, str]) -> OperatorConfig:

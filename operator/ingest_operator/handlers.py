@@ -1,6 +1,7 @@
 """The kopf handlers: thin wiring from events to the pure builders and phase machine.
 
-CsvIngestion create/resume/spec-update -> :func:`reconcile`; worker Job events ->
+CsvIngestion create/resume/spec-update -> :func:`reconcile` (which asks the guard before it
+creates any child: a refused spec ends Failed with nothing created); worker Job events ->
 :func:`job_event` (which reads a Job's pods once one has failed, to find an OOM kill).
 Status writes go through :func:`kube.update_status` (read-compute-write with a resourceVersion
 precondition), because the workers write the same status concurrently.
@@ -17,7 +18,7 @@ from typing import Any, TypeVar, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from ingest_operator import GROUP, KIND, PLURAL, PREFIX, VERSION, builders, kube, metrics
+from ingest_operator import GROUP, KIND, PLURAL, PREFIX, VERSION, builders, guard, kube, metrics
 from ingest_operator.config import OperatorConfig
 from ingest_operator.phases import (
     Action,
@@ -30,6 +31,7 @@ from ingest_operator.phases import (
     observe_job,
     pending_edit_message,
     pending_edit_patch,
+    refused_patch,
     should_read_pods,
     should_stop_job,
     start_run_patch,
@@ -153,8 +155,11 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
 
     def compute(body: dict[str, Any]) -> dict[str, Any] | None:
         spec, status, gen = _parse(body)
-        decision = decide(gen, spec, status)
+        refusal = guard.check_worker(spec, STATE.config)
+        decision = decide(gen, spec, status, refused=refusal is not None)
         seen[:] = [(decision, spec, status, gen)]
+        if decision.action == Action.REFUSE and refusal is not None:
+            return refused_patch(status, gen, refusal.message, now())
         if decision.action == Action.START_RUN:
             return start_run_patch(
                 status,
@@ -171,12 +176,17 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
             return pending_edit_patch(status, gen, now())
         return None
 
-    body, _patch = kube.update_status(namespace, name, compute)
+    body, patch = kube.update_status(namespace, name, compute)
     if body is None or not seen:
         return
     ((decision, spec, status, gen),) = seen
     metrics.PHASES.set(namespace, name, (body.get("status") or {}).get("phase"))
-    if decision.action == Action.START_RUN:
+    if decision.action == Action.REFUSE:
+        if patch is not None:
+            _event(body, "Refused", str(patch["message"]), warning=True)
+        if decision.stop_job and status.job_name and kube.delete_job(namespace, status.job_name):
+            _event(body, "JobStopped", f"Deleted worker Job {status.job_name}: not allowed")
+    elif decision.action == Action.START_RUN:
         started = _ensure_children(body, spec, decision.run, gen)
         job = builders.job_name(name, decision.run)
         how = (

@@ -4,6 +4,7 @@ Pending -> InProgress -> Completed, or -> Failed. A spec edit on a Failed ingest
 new run (resuming from the checkpoint unless the source URL changed); an edit while running is
 reported and applies to the next run; ``suspend`` deletes the Job and keeps the checkpoint.
 A worker pod killed for running out of memory fails the run at once (see :func:`observe_job`).
+A spec the operator's guard refuses (``guard.check_worker``) goes to Failed with no worker.
 Every function returns a status merge patch (camelCase) or a decision; the handlers do the I/O.
 """
 
@@ -26,6 +27,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 FAILED = "Failed"
 REASON_SUSPENDED = "Suspended"
+REASON_REFUSED = "WorkerNotAllowed"
 REASON_OOM_KILLED = "OOMKilled"  # the kubelet's reason for a container the kernel OOM-killed
 MEMORY_LIMIT_FIELD = "spec.worker.resources.limits.memory"
 
@@ -225,6 +227,7 @@ class Action(enum.Enum):
     SUSPEND = "suspend"  # delete the current Job, keep the checkpoint
     REPORT_PENDING_EDIT = "report-pending-edit"  # spec edited while a run is going
     IGNORE_EDIT = "ignore-edit"  # spec edited after completion
+    REFUSE = "refuse"  # the guard refuses the worker: Failed, and no child is created
 
 
 @dataclass(frozen=True)
@@ -232,10 +235,28 @@ class Decision:
     action: Action
     run: int = 0
     reset_checkpoint: bool = False
+    stop_job: bool = False
+    """With REFUSE: the current run's Job exists and must go (the guard got stricter mid-run)."""
 
 
-def decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus) -> Decision:
-    """What the reconciler does for a CsvIngestion with this spec and status."""
+def decide(
+    generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus, refused: bool = False
+) -> Decision:
+    """What the reconciler does for a CsvIngestion with this spec and status.
+
+    ``refused``: the operator's guard refuses this spec's worker. It is asked wherever a child
+    would be created (a new run, or the current run's missing Job), never for a Completed or
+    suspended ingestion, which runs nothing.
+    """
+    decision = _decide(generation, spec, status)
+    if refused and decision.action in (Action.START_RUN, Action.ENSURE_JOB):
+        return Decision(
+            Action.REFUSE, run=status.run, stop_job=decision.action == Action.ENSURE_JOB
+        )
+    return decision
+
+
+def _decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus) -> Decision:
     edited = status.observed_generation is not None and generation != status.observed_generation
     if status.phase == Phase.COMPLETED:
         return Decision(Action.IGNORE_EDIT if edited else Action.NOTHING)
@@ -326,6 +347,34 @@ def suspend_patch(status: CsvIngestionStatus, generation: int, now: str) -> dict
             ready=(ConditionStatus.FALSE, REASON_SUSPENDED, message),
             progressing=(ConditionStatus.FALSE, REASON_SUSPENDED, message),
             failed=(ConditionStatus.FALSE, REASON_SUSPENDED, ""),
+        ),
+    }
+
+
+def refused_patch(
+    status: CsvIngestionStatus, generation: int, refusal: str, now: str
+) -> dict[str, Any] | None:
+    """Failed, with the guard's reasons, for a spec whose worker the operator will not run
+    (None if already written for this generation). ``run`` and the checkpoint stay: an edit
+    that the guard accepts starts the next run as after any failure."""
+    message = f"Refused, no worker started: {refusal}; an edit of the spec retries"
+    if (
+        status.phase == Phase.FAILED
+        and status.message == message
+        and status.observed_generation == generation
+    ):
+        return None
+    return {
+        "phase": Phase.FAILED.value,
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": _conditions(
+            status,
+            generation,
+            now,
+            ready=(ConditionStatus.FALSE, REASON_REFUSED, message),
+            progressing=(ConditionStatus.FALSE, REASON_REFUSED, message),
+            failed=(ConditionStatus.TRUE, REASON_REFUSED, message),
         ),
     }
 

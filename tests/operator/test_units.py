@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 from ingest_operator import builders, crdgen
-from ingest_operator.config import ConfigError, load_config
+from ingest_operator.config import ConfigError, OperatorConfig, load_config
+from ingest_operator.guard import check_worker
 from ingest_operator.phases import (
     Action,
     JobObservation,
@@ -22,6 +23,7 @@ from ingest_operator.phases import (
     is_suspended,
     job_patch,
     observe_job,
+    refused_patch,
     should_read_pods,
     should_stop_job,
     start_run_patch,
@@ -398,6 +400,102 @@ def test_config_errors_name_every_bad_variable() -> None:
         load_config({"CSVKAFKA_METRICS_PORT": "http", "CSVKAFKA_WATCH_NAMESPACES": "Bad_NS"})
     text = str(err.value)
     assert "CSVKAFKA_METRICS_PORT" in text and "CSVKAFKA_WATCH_NAMESPACES" in text
+
+
+def test_config_of_the_worker_guard() -> None:
+    cfg = load_config({"CSVKAFKA_WORKER_IMAGE": "reg.example:5000/csv-kafka:1"})
+    assert cfg.allowed_worker_images == () and not cfg.allow_service_account_override
+    assert cfg.worker_images == {"reg.example:5000/csv-kafka:1"}  # the default: its own only
+    cfg = load_config({
+        "CSVKAFKA_ALLOWED_WORKER_IMAGES": " a:1, reg/b@sha256:0123abcd ,",
+        "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE": "true",
+    })
+    assert cfg.allowed_worker_images == ("a:1", "reg/b@sha256:0123abcd")
+    assert cfg.worker_images == {"csv-kafka:0.1.0", "a:1", "reg/b@sha256:0123abcd"}
+    assert cfg.allow_service_account_override
+    assert load_config({"CSVKAFKA_ALLOWED_WORKER_IMAGES": "*"}).allowed_worker_images == ("*",)
+
+
+def test_config_errors_name_both_guard_variables() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({
+            "CSVKAFKA_ALLOWED_WORKER_IMAGES": "good:1,bad image:1",
+            "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE": "maybe",
+        })
+    text = str(err.value)
+    assert "CSVKAFKA_ALLOWED_WORKER_IMAGES: Value error, not image references: bad image:1" in text
+    assert "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE" in text
+    with pytest.raises(ConfigError, match="allows any image: list no other"):
+        load_config({"CSVKAFKA_ALLOWED_WORKER_IMAGES": "*,a:1"})
+
+
+# --- the operator's guard ----------------------------------------------------------------------
+
+GUARDED = OperatorConfig(worker_image="reg/csv-kafka:1", allowed_worker_images=("reg/other:2",))
+
+
+def test_the_guard_lets_the_default_worker_and_allowed_images_run() -> None:
+    assert check_worker(spec(), GUARDED) is None
+    assert check_worker(spec(worker={"image": "reg/csv-kafka:1"}), GUARDED) is None
+    assert check_worker(spec(worker={"image": "reg/other:2"}), GUARDED) is None
+    anything = OperatorConfig(allowed_worker_images=("*",))
+    assert check_worker(spec(worker={"image": "any/where:9"}), anything) is None
+
+
+def test_the_guard_refuses_another_image_naming_field_image_and_variable() -> None:
+    # A tag is part of the reference: reg/other:3 is not reg/other:2.
+    refusal = check_worker(spec(worker={"image": "reg/other:3"}), GUARDED)
+    assert refusal is not None
+    assert refusal.message.startswith("spec.worker.image reg/other:3 is not an allowed worker")
+    assert "allowed: reg/csv-kafka:1, reg/other:2" in refusal.message
+    assert "CSVKAFKA_ALLOWED_WORKER_IMAGES" in refusal.message
+
+
+def test_the_guard_refuses_a_service_account_unless_opted_in() -> None:
+    wi = spec(worker={"serviceAccountName": "admin-sa"})
+    refusal = check_worker(wi, GUARDED)
+    assert refusal is not None
+    assert refusal.message.startswith("spec.worker.serviceAccountName admin-sa:")
+    assert "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE=true" in refusal.message
+    opted_in = GUARDED.model_copy(update={"allow_service_account_override": True})
+    assert check_worker(wi, opted_in) is None
+    # Both at once: one message names both fields.
+    both = check_worker(spec(worker={"image": "x:1", "serviceAccountName": "sa"}), GUARDED)
+    assert both is not None and len(both.problems) == 2
+
+
+def test_a_refused_spec_fails_before_any_child_and_an_edit_retries() -> None:
+    d = decide(1, spec(), status(), refused=True)
+    assert (d.action, d.run, d.stop_job) == (Action.REFUSE, 0, False)
+    patch = refused_patch(status(), 1, "spec.worker.image x:1 is not allowed", NOW)
+    assert patch is not None and patch["phase"] == "Failed" and patch["observedGeneration"] == 1
+    assert patch["message"].startswith("Refused, no worker started: spec.worker.image x:1")
+    assert "run" not in patch and "jobName" not in patch
+    failed = next(c for c in patch["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "WorkerNotAllowed")
+    written = CsvIngestionStatus.model_validate(patch)
+    # Written once: the operator's restart (resume) does not write or post it again.
+    assert refused_patch(written, 1, "spec.worker.image x:1 is not allowed", NOW) is None
+    # An edit the guard accepts starts run 1; a still refused edit is reported anew.
+    d = decide(2, spec(), written)
+    assert (d.action, d.run) == (Action.START_RUN, 1)
+    assert refused_patch(written, 2, "spec.worker.image y:1 is not allowed", NOW) is not None
+
+
+def test_a_refused_retry_keeps_the_failed_run_and_its_job() -> None:
+    failed = status(phase="Failed", run=1, observedGeneration=1, jobName="a-1")
+    d = decide(2, spec(retry=1), failed, refused=True)
+    assert (d.action, d.run, d.stop_job) == (Action.REFUSE, 1, False)
+
+
+def test_a_stricter_guard_stops_the_running_job_and_spares_what_runs_nothing() -> None:
+    running = status(phase="InProgress", run=1, observedGeneration=1, jobName="a-1")
+    d = decide(1, spec(), running, refused=True)
+    assert (d.action, d.run, d.stop_job) == (Action.REFUSE, 1, True)
+    # A suspend still just deletes the Job; Completed and suspended ingestions run nothing.
+    assert decide(2, spec(suspend=True), running, refused=True).action == Action.SUSPEND
+    done = status(phase="Completed", run=1, observedGeneration=1)
+    assert decide(1, spec(), done, refused=True).action == Action.NOTHING
 
 
 # --- manifests ---------------------------------------------------------------------------------
