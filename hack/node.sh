@@ -191,7 +191,8 @@ image_load() {
   if ctr_ images ls -q | grep -qxF "$1"; then return 0; fi
   log "importing $1 into containerd"
   ctr_ images import "$2" >/dev/null
-  ctr_ images ls -q | grep -qxF "$1" || { echo "import of $2 did not yield $1" >&2; return 1; }
+  # The CRI plugin registers an imported image a moment after the import returns.
+  wait_for "$1 in containerd" 30 bash -c "ctr --address '$state/containerd/containerd.sock' -n k8s.io images ls -q | grep -qxF '$1'"
 }
 
 # pause_image: the sandbox image, built locally (no registry is reachable) from the pause.c of
