@@ -32,10 +32,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(obj, default=str).decode()
 
 
-def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def setup_logging(
+    level: str = "INFO", stream: TextIO | None = None, logger: str = LOGGER_NAME
+) -> None:
+    """JSON lines for ``logger`` and below: the worker's by default, every logger with ``""``
+    (the operator, whose kopf, aiohttp and client loggers share one format with the worker's)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger(LOGGER_NAME)
+    root = logging.getLogger(logger)
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False

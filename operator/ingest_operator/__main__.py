@@ -9,6 +9,7 @@ import sys
 import kopf
 
 from ingest_operator.config import ConfigError, load_config
+from ingest_worker.logs import setup_logging
 
 
 def main() -> int:
@@ -17,9 +18,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"csvkafka-operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # JSON lines, as the worker's: one log pipeline parses both.
+    setup_logging(config.log_level, logger="")
     if config.log_level != "DEBUG":
         # kopf logs every handler call ("Handler 'track_phase' succeeded.") at INFO, once per
         # worker checkpoint; transitions are logged by the handlers and posted as Events.
