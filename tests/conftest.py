@@ -67,6 +67,15 @@ def testenv() -> TestEnv:
     )
 
 
+def built_tool(script: str) -> Path:
+    """Runs a hack/build-*.sh script (a no-op once its tool is cached) and returns the path of
+    the tool, which the script prints last."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack" / script)], check=True, capture_output=True, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
 # --- Kafka -------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from kubernetes import client, watch
 
-from tests.conftest import ROOT, TestEnv
+from tests.conftest import ROOT, TestEnv, built_tool
 from tests.node import DataVolume
 from tests.operator.conftest import OperatorDeployment, wait_for, write_csv
 from tests.operator.test_operator import GROUP, PLURAL, VERSION, Ingestions, ingestion
@@ -55,13 +55,7 @@ UNKNOWN_ARCHIVED = (
 @pytest.fixture(scope="session")
 def harness() -> Path:
     """hack/argocd-health, built into the cache (a no-op when its sources did not change)."""
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-argocd-health.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    return built_tool("build-argocd-health.sh")
 
 
 def run_harness(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, built_tool
 
 MONITORING = ROOT / "manifests" / "monitoring"
 PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
@@ -27,13 +27,7 @@ RULE_FILE = "prometheusrule.rules.yaml"  # the name rules_test.yaml's rule_files
 @pytest.fixture(scope="session")
 def promtool() -> Path:
     """promtool, built into the cache (a no-op once built at the pinned version)."""
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-promtool.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    return built_tool("build-promtool.sh")
 
 
 def load_rule() -> dict[str, Any]:
