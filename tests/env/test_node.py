@@ -125,11 +125,10 @@ def test_oom_killed_worker_fails_naming_the_limit(
 # --- the network rule ------------------------------------------------------------------------
 
 
-def _ss(netns: str | None) -> list[list[str]]:
-    """Listening and established TCP/UDP sockets of one network namespace (None: the host)."""
-    cmd = ["ss", "-Htuna", "state", "listening", "state", "established"]
-    if netns is not None:
-        cmd = ["nsenter", f"--net=/run/netns/{netns}", *cmd]
+def _ss(netns: str) -> list[list[str]]:
+    """Listening and established TCP/UDP sockets of one of the environment's namespaces."""
+    cmd = ["nsenter", f"--net=/run/netns/{netns}",
+           "ss", "-Htuna", "state", "listening", "state", "established"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return [line.split() for line in out.splitlines() if line.strip()]
 
@@ -188,7 +187,6 @@ def test_every_address_is_loopback_or_inside_the_environment(
                     bad.append(f"{where}: connects to {s}")
     # The host: nothing of the environment listens there (it all lives in the node), and the
     # connections the environment's processes make go inside.
-    host = _ss(None)
     ours = _environment_pids(testenv)
     host_p = subprocess.run(["ss", "-Htunap", "state", "listening", "state", "established"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
@@ -201,7 +199,7 @@ def test_every_address_is_loopback_or_inside_the_environment(
         elif not _allowed(_addr(fields[5])[0]):
             bad.append(f"host: connects outside: {line}")
     print(f"sockets checked: node {len(seen['node'])}, pods {sum(len(seen[n]) for n in pod_nss)}"
-          f" in {len(pod_nss)} pods, host {len(host)}")
+          f" in {len(pod_nss)} pods, host {len(host_p)}")
     assert not bad, "\n".join(bad)
     assert "unreachable" in _route_unreachable(node_ns).lower()
     assert "unreachable" in _route_unreachable(pod_nss[0]).lower()

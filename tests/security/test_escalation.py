@@ -102,6 +102,19 @@ def people(testenv: TestEnv, kube_api: client.ApiClient, namespace: str) -> Peop
     return team
 
 
+def image_and_account_specs(
+    ingestions: Ingestions, people: People, namespace: str, testenv: TestEnv
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two ingestions that ask for what only pod creators may have: another image ("img"), and
+    the namespace's privileged ServiceAccount ("sa", made and bound to `admin` here)."""
+    ingestions.core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=PRIVILEGED_SA)))
+    people.bind(f"system:serviceaccount:{namespace}:{PRIVILEGED_SA}", "admin")
+    account = ingestion("sa", "file:///nowhere/none.csv", "t", testenv.kafka_bootstrap)
+    account["spec"]["worker"]["serviceAccountName"] = PRIVILEGED_SA
+    return spec_with_image("img", testenv), account
+
+
 def spec_with_image(name: str, testenv: TestEnv, image: str = OTHER_IMAGE) -> dict[str, Any]:
     body = ingestion(name, "file:///nowhere/none.csv", "t", testenv.kafka_bootstrap)
     body["spec"]["worker"]["image"] = image
@@ -236,12 +249,7 @@ def test_image_and_service_account_need_the_right_to_create_pods(
     policy: None, operator: OperatorDeployment, people: People, ingestions: Ingestions,
     testenv: TestEnv, namespace: str, data: DataVolume, new_topic: Callable[..., str],
 ) -> None:
-    ingestions.core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=PRIVILEGED_SA)))
-    people.bind(f"system:serviceaccount:{namespace}:{PRIVILEGED_SA}", "admin")
-    image = spec_with_image("img", testenv)
-    account = ingestion("sa", "file:///nowhere/none.csv", "t", testenv.kafka_bootstrap)
-    account["spec"]["worker"]["serviceAccountName"] = PRIVILEGED_SA
+    image, account = image_and_account_specs(ingestions, people, namespace, testenv)
 
     refused(people.create(AUTHOR, image), "spec.worker.image: ",
             f"{AUTHOR} may not create pods in namespace {namespace}", "(needs create on pods)")
@@ -282,12 +290,7 @@ def test_without_the_policy_the_operator_guard_stops_image_and_service_account(
     operator: OperatorDeployment, people: People, ingestions: Ingestions, testenv: TestEnv,
     namespace: str, kubectl: Callable[..., Any],
 ) -> None:
-    ingestions.core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=PRIVILEGED_SA)))
-    people.bind(f"system:serviceaccount:{namespace}:{PRIVILEGED_SA}", "admin")
-    image = spec_with_image("img", testenv)
-    account = ingestion("sa", "file:///nowhere/none.csv", "t", testenv.kafka_bootstrap)
-    account["spec"]["worker"]["serviceAccountName"] = PRIVILEGED_SA
+    image, account = image_and_account_specs(ingestions, people, namespace, testenv)
     before = children(ingestions)
     assert before["jobs"] == before["pods"] == set()
 
