@@ -127,6 +127,16 @@ class CsvFormat(_Model):
     its row a bad row."""
 
 
+class TopicCreation(_Model):
+    """The topic to create when it does not exist (the data topic, and the dead-letter topic)."""
+
+    partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=-1, ge=-1)
+    """-1: the broker's default.replication.factor."""
+    config: dict[str, str] = Field(default_factory=dict)
+    """Topic configs (retention.ms, max.message.bytes, cleanup.policy, ...)."""
+
+
 class Kafka(_Model):
     """Where the rows go."""
 
@@ -138,6 +148,9 @@ class Kafka(_Model):
     """Columns whose values form the message key (joined with '|'); none means no key."""
     dead_letter_topic: str | None = Field(default=None, pattern=TOPIC_PATTERN)
     """Topic that receives bad rows as raw bytes, with the reason and line number in headers."""
+    create_topics: TopicCreation | None = None
+    """Create the topic (and the dead-letter topic) if missing. Without it a missing topic fails
+    the ingestion with a message that names it, as on a cluster with auto-creation off."""
     include_event_id: bool = True
     """Add _id to each message's JSON value: a deterministic event id (the source's identity and
     the row's byte offset), by which consumers drop the duplicates at-least-once allows."""
