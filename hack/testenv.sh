@@ -191,11 +191,16 @@ start_scheduler() {
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
 }
 
+# kafka_start: writes the broker's configuration (at every start, so a change here applies at
+# the next kafka-start), formats the data directory the first time, and starts the broker.
 kafka_start() {
   local cfg="$state/kafka/server.properties"
-  if [ ! -f "$cfg" ]; then
-    mkdir -p "$state/kafka/data"
-    cat >"$cfg" <<EOF
+  if running kafka; then return 0; fi
+  mkdir -p "$state/kafka/data"
+  # Kafka's defaults otherwise (message.max.bytes 1 MB, ...), as a user's cluster runs, except
+  # auto.create.topics.enable, true by default: production clusters turn it off, so here too a
+  # missing topic fails the ingestion (unless spec.kafka.createTopics asks to create it).
+  cat >"$cfg" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
@@ -214,11 +219,11 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-message.max.bytes=104857600
+auto.create.topics.enable=false
 log.retention.hours=24
 log.segment.bytes=268435456
 EOF
+  if [ ! -f "$state/kafka/data/meta.properties" ]; then
     local id
     id="$(java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
     java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$cfg" >"$state/logs/kafka-format.log" 2>&1
