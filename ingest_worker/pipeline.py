@@ -51,6 +51,7 @@ from ingest_worker.dialect import (
     python_records,
     read_header,
 )
+from ingest_worker.kafka.topics import TopicError, ensure_topics
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.metrics import Metrics
 from ingest_worker.pool import (
@@ -394,6 +395,8 @@ class _Run:
             msg = self._summary(cp, "already complete")
             self.store.final(cp, Outcome(True, msg))
             return IngestResult(True, EXIT_OK, msg, cp, 0.0)
+        # Before any row is read: a missing topic fails here, by name, not as a broker outage.
+        ensure_topics(spec.kafka, spec.kafka.retry_budget_seconds)
         # Started first: the workers' imports overlap with reading the header.
         self.pool = _Pool(spec.worker.parallelism, self.tuning.processes)
         with source.open(0) as f:
@@ -765,7 +768,7 @@ def run_ingestion(
     )
     try:
         return run.run()
-    except (ConfigError, SourceError) as e:
+    except (ConfigError, SourceError, TopicError) as e:
         code = EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FATAL
         msg = f"{type(e).__name__}: {e}" if isinstance(e, ConfigError) else str(e)
         log.error(msg)
