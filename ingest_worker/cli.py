@@ -171,7 +171,7 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ingest_worker.stores import install_log_scrubbing
+    from ingest_worker.sources import install_log_scrubbing
 
     setup_logging(args.log_level)
     install_log_scrubbing("ingest_worker")  # cloud credentials come from the environment

@@ -118,7 +118,7 @@ def _serve_metrics() -> Metrics:
 def main() -> int:
     from ingest_worker.logs import setup_logging
     from ingest_worker.pipeline import install_signal_handlers, run_ingestion
-    from ingest_worker.stores import install_log_scrubbing
+    from ingest_worker.sources import install_log_scrubbing
 
     setup_logging(os.environ.get("CSVKAFKA_LOG_LEVEL", "INFO"))
     # The pod's environment holds the source Secret: no log line may repeat it.

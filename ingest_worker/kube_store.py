@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from ingest_worker.checkpoint import Checkpoint, Counters, Outcome, now_rfc3339
-from ingest_worker.stores import scrub
+from ingest_worker.sources import scrub
 
 log = logging.getLogger(__name__)
 

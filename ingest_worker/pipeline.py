@@ -66,7 +66,7 @@ from ingest_worker.pool import (
 )
 from ingest_worker.producer import producer_config
 from ingest_worker.scan import Scan, blank_mask, find_boundaries
-from ingest_worker.source import CsvSource, SourceError
+from ingest_worker.sources import CsvSource, SourceError
 from ingest_worker.spec import CsvIngestionSpec, OnSourceChange
 
 log = logging.getLogger("ingest_worker")

@@ -10,7 +10,7 @@ import pytest
 from ingest_operator import builders
 from pydantic import ValidationError
 
-from ingest_worker import stores
+from ingest_worker.sources import ScrubbingFormatter, describe, s3, scrub
 from ingest_worker.spec import CsvIngestionSpec, Source
 
 URL = "s3://bucket/dump.csv"
@@ -34,7 +34,7 @@ def test_scrub_removes_every_credential_value_and_secret_pattern() -> None:
         "url https://a.blob.core.windows.net/c/b?sv=2020&sig=abc%2Bdef&se=1 "
         "{'Authorization': 'Bearer tok-123456'} AccountKey=other;"
     )
-    out = stores.scrub(text, ENV)
+    out = scrub(text, ENV)
     for leaked in ("EXAMPLEKEY", "AKIAUNITTEST", "c2VjcmV0a2V5", "MIIEabc", "abc%2Bdef", "tok-1"):
         assert leaked not in out, out
     assert "sig=***" in out and "AccountKey=***" in out
@@ -43,7 +43,7 @@ def test_scrub_removes_every_credential_value_and_secret_pattern() -> None:
 def test_log_output_is_scrubbed_tracebacks_included(monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    fmt = stores.ScrubbingFormatter(logging.Formatter("%(message)s"))
+    fmt = ScrubbingFormatter(logging.Formatter("%(message)s"))
     try:
         raise RuntimeError(f"boom {ENV['HTTP_BEARER_TOKEN']}")
     except RuntimeError:
@@ -82,16 +82,16 @@ def _client_error(code: str, status: int) -> Exception:
     ],
 )
 def test_s3_errors_name_the_url_and_the_cause(code: str, status: int, expected: str) -> None:
-    msg = str(stores.describe(URL, _client_error(code, status), ENV))
+    msg = str(describe(URL, _client_error(code, status), ENV))
     assert expected in msg and URL in msg
 
 
 def test_unreachable_endpoint_and_missing_credentials() -> None:
     from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
-    msg = str(stores.describe(URL, EndpointConnectionError(endpoint_url="http://h:1"), ENV))
+    msg = str(describe(URL, EndpointConnectionError(endpoint_url="http://h:1"), ENV))
     assert msg.startswith(f"cannot reach the S3 endpoint for {URL}")
-    assert "no credentials for" in str(stores.describe(URL, NoCredentialsError(), ENV))
+    assert "no credentials for" in str(describe(URL, NoCredentialsError(), ENV))
 
 
 def test_azure_gcs_and_http_errors() -> None:
@@ -100,31 +100,44 @@ def test_azure_gcs_and_http_errors() -> None:
     from google.api_core.exceptions import Forbidden, NotFound
 
     az = "azure://c/b.csv"
-    assert "no such blob" in str(stores.describe(az, ResourceNotFoundError("x"), ENV))
-    assert f"access denied to {az}" in str(stores.describe(az, ClientAuthenticationError("x"), ENV))
+    assert "no such blob" in str(describe(az, ResourceNotFoundError("x"), ENV))
+    assert f"access denied to {az}" in str(describe(az, ClientAuthenticationError("x"), ENV))
     gs = "gs://b/o.csv"
-    assert f"source not found: {gs}" in str(stores.describe(gs, NotFound("x"), ENV))  # type: ignore[no-untyped-call]
-    assert "lack permission" in str(stores.describe(gs, Forbidden("x"), ENV))  # type: ignore[no-untyped-call]
+    assert f"source not found: {gs}" in str(describe(gs, NotFound("x"), ENV))  # type: ignore[no-untyped-call]
+    assert "lack permission" in str(describe(gs, Forbidden("x"), ENV))  # type: ignore[no-untyped-call]
     web = "https://h/f.csv"
     for status, expected in ((404, "source not found"), (401, "access denied"), (412, "changed")):
         resp = requests.Response()
         resp.status_code = status
-        assert expected in str(stores.describe(web, requests.HTTPError(response=resp), ENV))
+        assert expected in str(describe(web, requests.HTTPError(response=resp), ENV))
 
 
 def test_an_sdk_message_quoting_a_secret_is_scrubbed() -> None:
     exc = ValueError(f"bad key {ENV['AWS_SECRET_ACCESS_KEY']}")
-    msg = str(stores.describe(URL, exc, ENV))
+    msg = str(describe(URL, exc, ENV))
     assert URL in msg and ENV["AWS_SECRET_ACCESS_KEY"] not in msg
 
 
 def test_s3_pins_only_real_version_ids() -> None:
-    from ingest_worker.source import ObjectStat
+    from ingest_worker.sources import ObjectStat
 
     etag = ObjectStat(size=1, version="9b2cf535f27731c974343645a3985328")
-    assert "version_id" not in stores._s3_pin({}, etag)
+    assert "version_id" not in s3.pin({}, etag)
     vid = ObjectStat(size=1, version="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")
-    assert stores._s3_pin({}, vid)["version_id"] == vid.version
+    assert s3.pin({}, vid)["version_id"] == vid.version
+
+
+def test_an_unknown_scheme_is_refused_by_name() -> None:
+    from ingest_worker.sources import CsvSource, SourceError, scheme_for
+
+    for url in ("ftp://host/data.csv", "hdfs://nn/data.csv", "webhdfs://nn/d.csv"):
+        with pytest.raises(SourceError, match=r"unsupported source URL .* scheme \w+://"):
+            CsvSource(url)
+    with pytest.raises(SourceError, match="s3://, gs://, azure://"):
+        scheme_for("sftp://h/x.csv")
+    # A plain path, a Windows drive letter and file:// are local files, not schemes.
+    for url in ("data/x.csv", "C:/data/x.csv", "file:///data/x.csv"):
+        assert scheme_for(url).name == "local file"
 
 
 def _spec(**source: object) -> CsvIngestionSpec:

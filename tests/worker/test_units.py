@@ -422,7 +422,7 @@ def test_source_opens_at_an_uncompressed_offset(tmp_path: Path, ext: str) -> Non
     import bz2
     import gzip
 
-    from ingest_worker.source import CsvSource
+    from ingest_worker.sources import CsvSource
 
     data = b"".join(f"{i},{'x' * (i % 50)}\n".encode() for i in range(20000))
     path = tmp_path / f"f.csv{ext}"
