@@ -2,7 +2,7 @@
 
 It runs one ingestion run with the spec snapshot the operator put in ``CSVKAFKA_SPEC`` (or, if
 absent, the resource's current spec), keeps its checkpoint and counters in the CsvIngestion's
-status (:class:`~ingest_worker.kube_store.KubeStatusStore`), and exits with a code the Job's
+status (:class:`~ingest_worker.checkpoint.kube.KubeStatusStore`), and exits with a code the Job's
 podFailurePolicy understands: 0 done, ``WORKER_EXIT_FATAL`` for errors a retry cannot fix (the
 run fails at once, with the reason in status), anything else to let the Job retry the pod.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest_worker.kube_store import (
+from ingest_worker.checkpoint.kube import (
     GROUP,
     PLURAL,
     VERSION,

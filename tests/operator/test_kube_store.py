@@ -10,8 +10,7 @@ import pytest
 from kubernetes import client
 
 from ingest_worker.checkpoint import Checkpoint, Counters, Outcome
-from ingest_worker.job_main import exit_code_for, read_env, with_kafka_secret
-from ingest_worker.kube_store import (
+from ingest_worker.checkpoint.kube import (
     AttemptBehind,
     KubeStatusStore,
     StaleRun,
@@ -20,6 +19,7 @@ from ingest_worker.kube_store import (
     is_behind,
     progress,
 )
+from ingest_worker.job_main import exit_code_for, read_env, with_kafka_secret
 from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
 
 GROUP, VERSION, PLURAL = "csvkafka.io", "v1alpha1", "csvingestions"

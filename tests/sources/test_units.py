@@ -175,7 +175,7 @@ def test_a_volume_claim_is_mounted_read_only() -> None:
 def test_a_replaced_object_may_restart_the_checkpoint_from_zero() -> None:
     # onChange: Restart starts the new version from zero: that is not a checkpoint moving back.
     from ingest_worker.checkpoint import Checkpoint, Counters
-    from ingest_worker.kube_store import is_behind
+    from ingest_worker.checkpoint.kube import is_behind
 
     stored = {"sourceUrl": URL, "sourceVersion": "v1", "checkpoint": {"byteOffset": 5000}}
 

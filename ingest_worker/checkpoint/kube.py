@@ -29,8 +29,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from ingest_worker.checkpoint import Checkpoint, Counters, Outcome, now_rfc3339
-from ingest_worker.sources import scrub
+from ingest_worker.checkpoint.model import Checkpoint, Counters, Outcome, now_rfc3339
+from ingest_worker.sources.scrub import scrub
 
 log = logging.getLogger(__name__)
 
