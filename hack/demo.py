@@ -83,7 +83,7 @@ def secret(namespace: str, name: str) -> None:
 
 def prepare_sample(env: dict[str, str], s3: Any, state: Path) -> Path:
     """manifests/sample-csvingestion.yaml with its source and broker pointed at this
-    environment: its object uploaded, its Secret created, its topic reachable."""
+    environment: its object uploaded, its Secret created, its topics created."""
     sample = yaml.safe_load((ROOT / "manifests" / "sample-csvingestion.yaml").read_text())
     spec = sample["spec"]
     bucket, _, key = spec["source"]["url"].removeprefix("s3://").partition("/")
@@ -92,6 +92,11 @@ def prepare_sample(env: dict[str, str], s3: Any, state: Path) -> Path:
     secret(sample["metadata"]["namespace"], spec["source"]["secretRef"]["name"])
     spec["source"]["endpointUrl"] = env["CSVKAFKA_S3_ENDPOINT"]
     spec["kafka"]["bootstrapServers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+    # The local broker, as a production one, does not create a topic on first use.
+    admin = AdminClient({"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+    topics = [spec["kafka"]["topic"], spec["kafka"]["deadLetterTopic"]]
+    for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics]).values():
+        future.exception()  # None, or TOPIC_ALREADY_EXISTS from an earlier demo
     # The sample asks for a node with 2 CPUs and 1 GiB to spare: this one has 2 CPUs in all.
     spec["worker"]["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"},
                                    "limits": {"memory": "1Gi"}}
