@@ -1,6 +1,6 @@
 """``csv-ingest``: the by-hand form of the worker, and the entry point of the operator's Job.
 
-Flags map onto :class:`~ingest_worker.spec.CsvIngestionSpec` (``--spec`` loads one from YAML,
+Flags map onto :class:`~ingest_worker.api.spec.CsvIngestionSpec` (``--spec`` loads one from YAML,
 a CsvIngestion manifest or a bare spec; flags given on top override it), so a person and the
 operator run exactly the same code.
 """
@@ -24,17 +24,17 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
+from ingest_worker.api.spec import ColumnType, CsvIngestionSpec
 from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, MemoryCheckpointStore
+from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
 from ingest_worker.metrics import Metrics
 from ingest_worker.pipeline import (
-    EXIT_CONFIG,
     IngestResult,
     Tuning,
     install_signal_handlers,
     run_ingestion,
 )
-from ingest_worker.spec import ColumnType, CsvIngestionSpec
 
 
 class UsageError(Exception):

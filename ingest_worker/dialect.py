@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ingest_worker.scan import find_boundaries
 
 if TYPE_CHECKING:  # the worker processes never import pydantic
-    from ingest_worker.spec import CsvFormat
+    from ingest_worker.api.spec import CsvFormat
 
 # Column types (the values of spec.ColumnType, a StrEnum, so both compare equal).
 STRING, INT, FLOAT, BOOL, TIMESTAMP = "string", "int", "float", "bool", "timestamp"

@@ -3,8 +3,9 @@
 It runs one ingestion run with the spec snapshot the operator put in ``CSVKAFKA_SPEC`` (or, if
 absent, the resource's current spec), keeps its checkpoint and counters in the CsvIngestion's
 status (:class:`~ingest_worker.checkpoint.kube.KubeStatusStore`), and exits with a code the Job's
-podFailurePolicy understands: 0 done, ``WORKER_EXIT_FATAL`` for errors a retry cannot fix (the
-run fails at once, with the reason in status), anything else to let the Job retry the pod.
+podFailurePolicy understands (:mod:`ingest_worker.exitcodes`): 0 done, ``WORKER_EXIT_FATAL`` for
+errors a retry cannot fix (the run fails at once, with the reason in status), anything else to
+let the Job retry the pod.
 """
 
 from __future__ import annotations
@@ -16,24 +17,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ingest_worker.checkpoint.kube import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    AttemptBehind,
-    KubeStatusStore,
-    StaleRun,
-)
+from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.checkpoint.kube import AttemptBehind, KubeStatusStore, StaleRun
+from ingest_worker.exitcodes import WORKER_EXIT_FATAL, WORKER_EXIT_RETRY, worker_exit_code
 from ingest_worker.metrics import Metrics
-from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
 
 log = logging.getLogger("ingest_worker.job")
-
-EXIT_RETRY = 1
-# Interrupted (SIGTERM: pod deleted, suspend) with the checkpoint saved: a retry may resume.
-_RETRIABLE = {4}
 
 
 class JobEnvError(Exception):
@@ -85,22 +75,10 @@ def with_kafka_secret(spec: CsvIngestionSpec, secret_dir: Path | None) -> CsvIng
     return spec.model_copy(update={"kafka": kafka})
 
 
-def exit_code_for(completed: bool, pipeline_code: int) -> int:
-    """Maps how the pipeline ended to the pod's exit code (see the module doc)."""
-    if completed:
-        return 0
-    if pipeline_code in _RETRIABLE:
-        return pipeline_code
-    return WORKER_EXIT_FATAL
-
-
 def _load_spec(env: JobEnv, store: KubeStatusStore) -> CsvIngestionSpec:
     if env.spec_json:
         return CsvIngestionSpec.model_validate_json(env.spec_json)
-    body: dict[str, Any] = store.api.get_namespaced_custom_object(
-        GROUP, VERSION, env.namespace, PLURAL, env.name
-    )
-    return CsvIngestionSpec.model_validate(body["spec"])
+    return CsvIngestionSpec.model_validate(store.get()["spec"])
 
 
 def _serve_metrics() -> Metrics:
@@ -159,20 +137,20 @@ def main() -> int:
     except AttemptBehind as exc:
         # Not 0: a success would complete the Job and stop the attempt that is ahead.
         log.warning("stopping: %s", exc)
-        return EXIT_RETRY
+        return WORKER_EXIT_RETRY
     except Exception as exc:  # an unexpected crash: record it, let the Job retry the pod
         log.exception("worker crashed")
         try:
             store.fail(f"worker crashed: {type(exc).__name__}: {exc}")
         except Exception:
             log.exception("could not record the error in status")
-        return EXIT_RETRY
+        return WORKER_EXIT_RETRY
     if not result.completed:
         try:
             store.fail(result.message)
         except StaleRun:
             return 0
-    return exit_code_for(result.completed, result.exit_code)
+    return worker_exit_code(result.completed, result.exit_code)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import IO, Any, TextIO, cast
 import numpy as np
 import orjson
 
+from ingest_worker.api.spec import CsvIngestionSpec, OnSourceChange
 from ingest_worker.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -51,6 +52,13 @@ from ingest_worker.dialect import (
     python_records,
     read_header,
 )
+from ingest_worker.exitcodes import (
+    EXIT_CONFIG,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TOO_MANY_ERRORS,
+)
 from ingest_worker.kafka.topics import TopicError, ensure_topics
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.metrics import Metrics
@@ -67,15 +75,8 @@ from ingest_worker.pool import (
 from ingest_worker.producer import producer_config
 from ingest_worker.scan import Scan, blank_mask, find_boundaries
 from ingest_worker.sources import CsvSource, SourceError
-from ingest_worker.spec import CsvIngestionSpec, OnSourceChange
 
 log = logging.getLogger("ingest_worker")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
-EXIT_TOO_MANY_ERRORS = 3
-EXIT_INTERRUPTED = 4
 
 
 @dataclass(frozen=True)

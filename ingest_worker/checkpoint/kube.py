@@ -4,7 +4,8 @@ The worker writes its checkpoint and counters into its own resource's status, wi
 the Role the operator made for it (get and patch only that resource's status). Two rules keep the
 status true while several writers exist (the operator, a retried pod, a stale pod of an old run):
 
-* every write is a read-compare-write with a ``resourceVersion`` precondition, retried on 409;
+* every write is a read-compare-write with a ``resourceVersion`` precondition, retried on 409
+  (:func:`ingest_worker.api.client.update_status`, the operator's too);
 * a checkpoint never moves backwards, and a worker of an older run (``status.run`` above its own)
   writes nothing: it is told to stop (:class:`StaleRun`).
 
@@ -25,18 +26,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from ingest_worker.api.client import api_client, get_ingestion, update_status
+from ingest_worker.api.status import CheckpointStatus, CsvIngestionStatus, status_patch
 from ingest_worker.checkpoint.model import Checkpoint, Counters, Outcome, now_rfc3339
 from ingest_worker.sources.scrub import scrub
 
 log = logging.getLogger(__name__)
-
-GROUP = "csvkafka.io"
-VERSION = "v1alpha1"
-PLURAL = "csvingestions"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -59,13 +58,8 @@ class AttemptBehind(Exception):
     """
 
 
-def load_api_client() -> client.ApiClient:
-    """In-cluster credentials (the pod's ServiceAccount token), else $KUBECONFIG."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+class IngestionGone(Exception):
+    """The CsvIngestion was deleted: its Job goes with it."""
 
 
 def progress(bytes_read: int, bytes_total: int | None) -> str | None:
@@ -76,55 +70,62 @@ def progress(bytes_read: int, bytes_total: int | None) -> str | None:
 
 
 def checkpoint_status(cp: Checkpoint) -> dict[str, Any]:
-    """The status fields a checkpoint writes (camelCase, as in the CRD)."""
+    """The status patch a checkpoint writes."""
     c = cp.counters
-    return {
-        "checkpoint": {
-            "byteOffset": cp.byte_offset,
-            "row": cp.row,
-            "line": cp.line,
-            "time": cp.time,
-        },
-        "rowsRead": c.rows_read,
-        "rowsPublished": c.rows_published,
-        "rowsFailed": c.rows_failed,
-        "bytesRead": c.bytes_read,
-        "bytesTotal": c.bytes_total,
-        "progress": progress(c.bytes_read, c.bytes_total),
-        "sourceVersion": cp.source_version,
-    }
+    return status_patch(
+        checkpoint=CheckpointStatus(
+            byte_offset=cp.byte_offset, row=cp.row, line=cp.line, time=cp.time
+        ),
+        rows_read=c.rows_read,
+        rows_published=c.rows_published,
+        rows_failed=c.rows_failed,
+        bytes_read=c.bytes_read,
+        bytes_total=c.bytes_total,
+        progress=progress(c.bytes_read, c.bytes_total),
+        source_version=cp.source_version,
+    )
+
+
+def error_patch(message: str) -> dict[str, Any]:
+    """The status patch of a fatal error: scrubbed of credentials, and short enough for etcd."""
+    return status_patch(last_error=scrub(message)[:4000])
+
+
+def _status(raw: dict[str, Any]) -> CsvIngestionStatus:
+    return CsvIngestionStatus.model_validate(raw)
 
 
 def checkpoint_from_status(status: dict[str, Any], default_url: str) -> Checkpoint | None:
     """The checkpoint a new pod resumes from, or None to start at the beginning."""
-    cp = status.get("checkpoint")
-    if not cp:
+    st = _status(status)
+    cp = st.checkpoint
+    if cp is None:
         return None
     return Checkpoint(
-        byte_offset=int(cp.get("byteOffset", 0)),
-        row=int(cp.get("row", 0)),
-        line=int(cp.get("line", 1)),
-        source_url=str(status.get("sourceUrl") or default_url),
-        source_version=status.get("sourceVersion"),
+        byte_offset=cp.byte_offset,
+        row=cp.row,
+        line=cp.line,
+        source_url=st.source_url or default_url,
+        source_version=st.source_version,
         counters=Counters(
-            rows_read=int(status.get("rowsRead", 0)),
-            rows_published=int(status.get("rowsPublished", 0)),
-            rows_failed=int(status.get("rowsFailed", 0)),
-            bytes_read=int(status.get("bytesRead", 0)),
-            bytes_total=status.get("bytesTotal"),
+            rows_read=st.rows_read,
+            rows_published=st.rows_published,
+            rows_failed=st.rows_failed,
+            bytes_read=st.bytes_read,
+            bytes_total=st.bytes_total,
         ),
-        time=str(cp.get("time") or now_rfc3339()),
+        time=cp.time or now_rfc3339(),
     )
 
 
 def is_behind(current: dict[str, Any], cp: Checkpoint) -> bool:
     """Whether ``cp`` would move the stored checkpoint backwards (same file)."""
-    stored = current.get("checkpoint") or {}
-    if current.get("sourceUrl") not in (None, cp.source_url):
+    st = _status(current)
+    if st.source_url not in (None, cp.source_url):
         return False  # the operator reset the status for another file
-    if current.get("sourceVersion") not in (None, cp.source_version):
+    if st.source_version not in (None, cp.source_version):
         return False  # the object was replaced and the run restarts from zero (onChange: Restart)
-    return int(stored.get("byteOffset", -1)) > cp.byte_offset
+    return st.checkpoint is not None and st.checkpoint.byte_offset > cp.byte_offset
 
 
 class KubeStatusStore:
@@ -146,7 +147,7 @@ class KubeStatusStore:
         self.name = name
         self.run = run
         self.source_url = source_url
-        self.api = client.CustomObjectsApi(api or load_api_client())
+        self.api = api or api_client()
         self.min_interval = min_interval
         self.clock = clock
         self._last_write = float("-inf")
@@ -176,45 +177,35 @@ class KubeStatusStore:
 
     # -- the API ---------------------------------------------------------------------------
 
-    def _get(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.api.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, self.name
-        )
+    def get(self) -> dict[str, Any]:
+        """The CsvIngestion (spec and status) as the API server has it."""
+        body = get_ingestion(self.namespace, self.name, self.api)
+        if body is None:
+            raise IngestionGone(f"{self.namespace}/{self.name} no longer exists")
         return body
+
+    def _check_run(self, status: dict[str, Any]) -> None:
+        newer = _status(status).run
+        if newer > self.run:
+            raise StaleRun(
+                f"run {newer} of {self.namespace}/{self.name} superseded run {self.run}"
+            )
 
     def _update(self, compute: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
         """Read-compare-write: ``compute(status)`` returns a merge patch or None (no write)."""
-        for attempt in range(30):
-            body = self._get()
+
+        def decide(body: dict[str, Any]) -> dict[str, Any] | None:
             status = body.get("status") or {}
-            if int(status.get("run") or 0) > self.run:
-                raise StaleRun(
-                    f"run {status.get('run')} of {self.namespace}/{self.name} superseded "
-                    f"run {self.run}"
-                )
-            patch = compute(status)
-            if patch is None:
-                return False
-            try:
-                self.api.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    self.name,
-                    {
-                        "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                        "status": patch,
-                    },
-                )
-            except ApiException as exc:
-                if exc.status == 409:  # someone wrote in between: re-read and re-decide
-                    time.sleep(min(0.05 * attempt, 0.5))
-                    continue
-                raise
-            self.writes += 1
-            return True
-        raise RuntimeError(f"status of {self.namespace}/{self.name} kept changing")
+            self._check_run(status)
+            return compute(status)
+
+        body, patch = update_status(self.namespace, self.name, decide, self.api)
+        if body is None:
+            raise IngestionGone(f"{self.namespace}/{self.name} no longer exists")
+        if patch is None:
+            return False
+        self.writes += 1
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,8 +214,8 @@ class KubeStatusStore:
         attempts: list[int] = []
 
         def compute(status: dict[str, Any]) -> dict[str, Any]:
-            attempts[:] = [int(status.get("attempts") or 0) + 1]
-            return {"attempts": attempts[0]}
+            attempts[:] = [_status(status).attempts + 1]
+            return status_patch(attempts=attempts[0])
 
         self._retrying("counting the attempt", lambda: self._update(compute))
         return attempts[0]
@@ -233,15 +224,14 @@ class KubeStatusStore:
         """Records a fatal error; the operator copies it into status.message."""
         self._retrying(
             "recording the error",
-            lambda: self._update(lambda _status: {"lastError": scrub(message)[:4000]}),
+            lambda: self._update(lambda _status: error_patch(message)),
         )
 
     # -- CheckpointStore ----------------------------------------------------------------------
 
     def load(self) -> Checkpoint | None:
-        status = self._retrying("loading the checkpoint", self._get).get("status") or {}
-        if int(status.get("run") or 0) > self.run:
-            raise StaleRun(f"run {status.get('run')} superseded run {self.run}")
+        status = self._retrying("loading the checkpoint", self.get).get("status") or {}
+        self._check_run(status)
         return checkpoint_from_status(status, self.source_url)
 
     def _write(self, cp: Checkpoint, extra: dict[str, Any] | None = None) -> bool:
@@ -249,7 +239,8 @@ class KubeStatusStore:
             if is_behind(status, cp):
                 raise AttemptBehind(
                     f"another attempt of {self.namespace}/{self.name} is ahead: checkpoint at "
-                    f"byte {(status.get('checkpoint') or {}).get('byteOffset')}, this worker at "
+                    f"byte {getattr(_status(status).checkpoint, 'byte_offset', None)}, this "
+                    f"worker at "
                     f"{cp.byte_offset}; not moving it back"
                 )
             return {**checkpoint_status(cp), **(extra or {})}
@@ -285,5 +276,5 @@ class KubeStatusStore:
             self._retrying("saving the checkpoint", lambda: self._write(checkpoint))
 
     def final(self, checkpoint: Checkpoint, outcome: Outcome) -> None:
-        extra = None if outcome.completed else {"lastError": scrub(outcome.message)[:4000]}
+        extra = None if outcome.completed else error_patch(outcome.message)
         self._retrying("saving the final checkpoint", lambda: self._write(checkpoint, extra))

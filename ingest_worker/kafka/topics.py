@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from ingest_worker.spec import Kafka, TopicCreation
+from ingest_worker.api.spec import Kafka, TopicCreation
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from ingest_worker.spec import Compression
+from ingest_worker.api.spec import Compression
 
 Environ = Mapping[str, str]
 

@@ -6,9 +6,9 @@ import io
 from typing import IO, cast
 from urllib.parse import urlparse
 
+from ingest_worker.api.spec import Compression
 from ingest_worker.sources.base import SourceError
 from ingest_worker.sources.registry import describe, probe, scheme_of
-from ingest_worker.spec import Compression
 
 READ_BLOCK = 8 * 1024 * 1024
 

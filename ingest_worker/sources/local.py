@@ -10,6 +10,7 @@ import os
 from typing import IO, Any, cast
 from urllib.parse import urlparse
 
+from ingest_worker.api.spec import Compression
 from ingest_worker.sources.base import (
     Environ,
     ObjectStat,
@@ -18,7 +19,6 @@ from ingest_worker.sources.base import (
     no_explanation,
     no_pin,
 )
-from ingest_worker.spec import Compression
 
 
 def local_path(url: str) -> str:

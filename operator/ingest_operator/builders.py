@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from ingest_operator import GROUP, PLURAL, PREFIX
-from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
+from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.exitcodes import WORKER_EXIT_FATAL
 
 LABEL_INGESTION = f"{PREFIX}/ingestion"
 LABEL_RUN = f"{PREFIX}/run"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest_operator.config import ANY_IMAGE, ENV_PREFIX, OperatorConfig
-from ingest_worker.spec import CsvIngestionSpec
+from ingest_worker.api.spec import CsvIngestionSpec
 
 IMAGE_FIELD = "spec.worker.image"
 SERVICE_ACCOUNT_FIELD = "spec.worker.serviceAccountName"

@@ -3,8 +3,8 @@
 CsvIngestion create/resume/spec-update -> :func:`reconcile` (which asks the guard before it
 creates any child: a refused spec ends Failed with nothing created); worker Job events ->
 :func:`job_event` (which reads a Job's pods once one has failed, to find an OOM kill).
-Status writes go through :func:`kube.update_status` (read-compute-write with a resourceVersion
-precondition), because the workers write the same status concurrently.
+Status writes go through :func:`ingest_worker.api.client.update_status` (read-compute-write
+with a resourceVersion precondition), because the workers write the same status concurrently.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from ingest_operator.phases import (
     start_run_patch,
     suspend_patch,
 )
-from ingest_worker.spec import CsvIngestionSpec, CsvIngestionStatus
+from ingest_worker.api.client import update_status
+from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.api.status import CsvIngestionStatus
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,7 +178,7 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
             return pending_edit_patch(status, gen, now())
         return None
 
-    body, patch = kube.update_status(namespace, name, compute)
+    body, patch = update_status(namespace, name, compute)
     if body is None or not seen:
         return
     ((decision, spec, status, gen),) = seen
@@ -294,7 +296,7 @@ def job_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> No
         _spec, status, _gen = _parse(parent)
         return job_patch(status, run, job, obs, now())
 
-    parent, patch = kube.update_status(namespace, owner, compute)
+    parent, patch = update_status(namespace, owner, compute)
     if parent is None:
         return
     if patch is not None:

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ingest_worker.spec import Phase
+from ingest_worker.api.status import Phase
 
 RECONCILE_ERRORS = Counter(
     "csvkafka_operator_reconcile_errors_total",

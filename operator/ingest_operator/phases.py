@@ -5,7 +5,8 @@ new run (resuming from the checkpoint unless the source URL changed); an edit wh
 reported and applies to the next run; ``suspend`` deletes the Job and keeps the checkpoint.
 A worker pod killed for running out of memory fails the run at once (see :func:`observe_job`).
 A spec the operator's guard refuses (``guard.check_worker``) goes to Failed with no worker.
-Every function returns a status merge patch (camelCase) or a decision; the handlers do the I/O.
+Every function returns a status merge patch (made by ``status_patch``, so camelCase as the CRD
+says) or a decision; the handlers do the I/O.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ingest_worker.spec import (
+from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.api.status import (
     Condition,
     ConditionStatus,
-    CsvIngestionSpec,
     CsvIngestionStatus,
     Phase,
+    status_patch,
 )
 
 READY = "Ready"
@@ -205,7 +207,7 @@ def _conditions(
     ready: tuple[ConditionStatus, str, str],
     progressing: tuple[ConditionStatus, str, str],
     failed: tuple[ConditionStatus, str, str],
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     conds: list[Condition] = list(status.conditions)
     for type_, (st, reason, message) in (
         (READY, ready),
@@ -213,7 +215,7 @@ def _conditions(
         (FAILED, failed),
     ):
         conds = set_condition(conds, type_, st, reason, message, generation, now)
-    return [c.to_wire() for c in conds]
+    return conds
 
 
 def is_suspended(status: CsvIngestionStatus) -> bool:
@@ -301,16 +303,28 @@ def start_run_patch(
     else:
         row = status.checkpoint.row if status.checkpoint else 0
         message = f"Run {run}: resuming from row {row} (worker Job {job_name})"
-    patch: dict[str, Any] = {
-        "phase": Phase.PENDING.value,
-        "run": run,
-        "jobName": job_name,
-        "observedGeneration": generation,
-        "sourceUrl": spec.source.url,
-        "message": message,
-        "lastError": None,
-        "completionTime": None,
-        "conditions": _conditions(
+    reset: dict[str, Any] = {}
+    if reset_checkpoint:
+        reset = dict(
+            checkpoint=None,
+            rows_read=0,
+            rows_published=0,
+            rows_failed=0,
+            bytes_read=0,
+            bytes_total=None,
+            progress=None,
+            source_version=None,
+        )
+    return status_patch(
+        phase=Phase.PENDING,
+        run=run,
+        job_name=job_name,
+        observed_generation=generation,
+        source_url=spec.source.url,
+        message=message,
+        last_error=None,
+        completion_time=None,
+        conditions=_conditions(
             status,
             generation,
             now,
@@ -318,29 +332,18 @@ def start_run_patch(
             progressing=(ConditionStatus.TRUE, "RunStarted", message),
             failed=(ConditionStatus.FALSE, "RunStarted", ""),
         ),
-    }
-    if reset_checkpoint:
-        patch.update(
-            checkpoint=None,
-            rowsRead=0,
-            rowsPublished=0,
-            rowsFailed=0,
-            bytesRead=0,
-            bytesTotal=None,
-            progress=None,
-            sourceVersion=None,
-        )
-    return patch
+        **reset,
+    )
 
 
 def suspend_patch(status: CsvIngestionStatus, generation: int, now: str) -> dict[str, Any]:
     row = status.checkpoint.row if status.checkpoint else 0
     message = f"Suspended at row {row}; set spec.suspend to false to resume"
-    return {
-        "phase": Phase.PENDING.value,
-        "observedGeneration": generation,
-        "message": message,
-        "conditions": _conditions(
+    return status_patch(
+        phase=Phase.PENDING,
+        observed_generation=generation,
+        message=message,
+        conditions=_conditions(
             status,
             generation,
             now,
@@ -348,7 +351,7 @@ def suspend_patch(status: CsvIngestionStatus, generation: int, now: str) -> dict
             progressing=(ConditionStatus.FALSE, REASON_SUSPENDED, message),
             failed=(ConditionStatus.FALSE, REASON_SUSPENDED, ""),
         ),
-    }
+    )
 
 
 def refused_patch(
@@ -364,11 +367,11 @@ def refused_patch(
         and status.observed_generation == generation
     ):
         return None
-    return {
-        "phase": Phase.FAILED.value,
-        "observedGeneration": generation,
-        "message": message,
-        "conditions": _conditions(
+    return status_patch(
+        phase=Phase.FAILED,
+        observed_generation=generation,
+        message=message,
+        conditions=_conditions(
             status,
             generation,
             now,
@@ -376,7 +379,7 @@ def refused_patch(
             progressing=(ConditionStatus.FALSE, REASON_REFUSED, message),
             failed=(ConditionStatus.TRUE, REASON_REFUSED, message),
         ),
-    }
+    )
 
 
 def pending_edit_message(status: CsvIngestionStatus, generation: int) -> str:
@@ -394,21 +397,18 @@ def pending_edit_patch(
     message = pending_edit_message(status, generation)
     if status.message == message:
         return None
-    return {
-        "message": message,
-        "conditions": [
-            c.to_wire()
-            for c in set_condition(
-                status.conditions,
-                PROGRESSING,
-                ConditionStatus.TRUE,
-                "SpecChangePending",
-                message,
-                status.observed_generation,
-                now,
-            )
-        ],
-    }
+    return status_patch(
+        message=message,
+        conditions=set_condition(
+            status.conditions,
+            PROGRESSING,
+            ConditionStatus.TRUE,
+            "SpecChangePending",
+            message,
+            status.observed_generation,
+            now,
+        ),
+    )
 
 
 def job_patch(
@@ -428,11 +428,11 @@ def job_patch(
         if status.phase != Phase.PENDING:
             return None
         message = f"Run {run}: worker Job {job_name} is running"
-        return {
-            "phase": Phase.IN_PROGRESS.value,
-            "startTime": status.start_time or now,
-            "message": message,
-            "conditions": _conditions(
+        return status_patch(
+            phase=Phase.IN_PROGRESS,
+            start_time=status.start_time or now,
+            message=message,
+            conditions=_conditions(
                 status,
                 gen,
                 now,
@@ -440,16 +440,16 @@ def job_patch(
                 progressing=(ConditionStatus.TRUE, "Running", message),
                 failed=(ConditionStatus.FALSE, "Running", ""),
             ),
-        }
+        )
     if obs.state == JobState.SUCCEEDED:
         message = f"Completed: {status.rows_published} rows published, {status.rows_failed} failed"
-        return {
-            "phase": Phase.COMPLETED.value,
-            "startTime": status.start_time or now,
-            "completionTime": now,
-            "progress": "100%" if status.bytes_total else status.progress,
-            "message": message,
-            "conditions": _conditions(
+        return status_patch(
+            phase=Phase.COMPLETED,
+            start_time=status.start_time or now,
+            completion_time=now,
+            progress="100%" if status.bytes_total else status.progress,
+            message=message,
+            conditions=_conditions(
                 status,
                 gen,
                 now,
@@ -457,7 +457,7 @@ def job_patch(
                 progressing=(ConditionStatus.FALSE, "Completed", message),
                 failed=(ConditionStatus.FALSE, "Completed", ""),
             ),
-        }
+        )
     if obs.state == JobState.FAILED:
         if obs.oom is not None:
             # It beats a lastError: an OOM-killed pod writes none, so that was an earlier pod's.
@@ -466,10 +466,10 @@ def job_patch(
             detail = obs.reason + (f": {obs.message}" if obs.message else "")
             message = status.last_error or f"worker Job {job_name} failed ({detail})"
         message = f"Run {run} failed: {message}"
-        return {
-            "phase": Phase.FAILED.value,
-            "message": message,
-            "conditions": _conditions(
+        return status_patch(
+            phase=Phase.FAILED,
+            message=message,
+            conditions=_conditions(
                 status,
                 gen,
                 now,
@@ -477,5 +477,5 @@ def job_patch(
                 progressing=(ConditionStatus.FALSE, "Failed", message),
                 failed=(ConditionStatus.TRUE, obs.reason or "Failed", message),
             ),
-        }
+        )
     return None

@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, Counters, MemoryCheckpointStore
 from ingest_worker.dialect import Layout, event_id_prefix
 from ingest_worker.parse import parse_chunk
 from ingest_worker.pipeline import Tuning, cut_chunks, run_ingestion
-from ingest_worker.spec import CsvIngestionSpec
 from ingest_worker.verify import (
     BadRow,
     CsvFormat,

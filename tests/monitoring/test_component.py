@@ -25,7 +25,7 @@ import pytest
 import yaml
 from ingest_operator import builders
 
-from ingest_worker.spec import CsvIngestionSpec
+from ingest_worker.api.spec import CsvIngestionSpec
 from tests.conftest import ROOT, TestEnv, run_kubectl
 
 MONITORING = ROOT / "manifests" / "monitoring"

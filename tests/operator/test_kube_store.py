@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from ingest_worker.api import GROUP, PLURAL, VERSION
+from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, Counters, Outcome
 from ingest_worker.checkpoint.kube import (
     AttemptBehind,
@@ -19,10 +21,17 @@ from ingest_worker.checkpoint.kube import (
     is_behind,
     progress,
 )
-from ingest_worker.job_main import exit_code_for, read_env, with_kafka_secret
-from ingest_worker.spec import WORKER_EXIT_FATAL, CsvIngestionSpec
+from ingest_worker.exitcodes import (
+    EXIT_CONFIG,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_TOO_MANY_ERRORS,
+    WORKER_EXIT_FATAL,
+    WORKER_EXIT_RETRY,
+    worker_exit_code,
+)
+from ingest_worker.job_main import read_env, with_kafka_secret
 
-GROUP, VERSION, PLURAL = "csvkafka.io", "v1alpha1", "csvingestions"
 URL = "file:///data/a.csv"
 
 
@@ -55,9 +64,15 @@ def test_status_round_trip_and_monotonic_rule() -> None:
 
 
 def test_exit_codes_and_env(tmp_path: Path) -> None:
-    assert exit_code_for(True, 0) == 0
-    assert exit_code_for(False, 1) == WORKER_EXIT_FATAL  # e.g. source missing: do not retry
-    assert exit_code_for(False, 4) == 4  # interrupted with a checkpoint: the Job may retry
+    assert worker_exit_code(True, 0) == 0
+    # Source missing, a bad job, too many bad rows: do not retry.
+    for code in (EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS):
+        assert worker_exit_code(False, code) == WORKER_EXIT_FATAL
+    # Interrupted with a checkpoint: the Job may retry.
+    assert worker_exit_code(False, EXIT_INTERRUPTED) == EXIT_INTERRUPTED
+    # The pod's fatal code is none of the run's, nor the retry code a crash gives.
+    run_codes = {0, EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS, EXIT_INTERRUPTED}
+    assert WORKER_EXIT_FATAL not in run_codes | {WORKER_EXIT_RETRY}
     env = read_env(
         {"CSVKAFKA_INGESTION_NAME": "a", "CSVKAFKA_INGESTION_NAMESPACE": "n", "CSVKAFKA_RUN": "2"}
     )

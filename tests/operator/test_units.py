@@ -30,12 +30,9 @@ from ingest_operator.phases import (
     suspend_patch,
 )
 
-from ingest_worker.spec import (
-    WORKER_EXIT_FATAL,
-    CsvIngestionSpec,
-    CsvIngestionStatus,
-    Phase,
-)
+from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.api.status import CsvIngestionStatus, Phase
+from ingest_worker.exitcodes import WORKER_EXIT_FATAL
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2025-01-01T00:00:00Z"

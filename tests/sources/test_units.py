@@ -10,8 +10,8 @@ import pytest
 from ingest_operator import builders
 from pydantic import ValidationError
 
+from ingest_worker.api.spec import CsvIngestionSpec, Source
 from ingest_worker.sources import ScrubbingFormatter, describe, s3, scrub
-from ingest_worker.spec import CsvIngestionSpec, Source
 
 URL = "s3://bucket/dump.csv"
 ENV = {

@@ -27,8 +27,8 @@ import pytest
 from confluent_kafka import KafkaException, Message
 
 from ingest_worker import FileCheckpointStore, IngestResult, MemoryCheckpointStore, run_ingestion
+from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, Counters
-from ingest_worker.spec import CsvIngestionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ import yaml
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from ingest_worker.api.spec import Kafka, TopicCreation
+from ingest_worker.exitcodes import EXIT_FATAL
 from ingest_worker.kafka.topics import TopicError, ensure_topics
-from ingest_worker.pipeline import EXIT_FATAL
-from ingest_worker.spec import Kafka, TopicCreation
 from tests.conftest import TestEnv, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]

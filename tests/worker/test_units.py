@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest_worker.api.spec import ColumnType, CsvFormat, CsvIngestionSpec
 from ingest_worker.checkpoint import (
     Checkpoint,
     ChunkDone,
@@ -34,7 +35,6 @@ from ingest_worker.dialect import (
 from ingest_worker.parse import Spans, parse_chunk, parse_exact, parse_fast
 from ingest_worker.pipeline import Tuning, cut_chunks, resolve_layout
 from ingest_worker.scan import chunk_records, find_boundaries
-from ingest_worker.spec import ColumnType, CsvFormat, CsvIngestionSpec
 
 # --- the boundary scan ----------------------------------------------------------------------------
 

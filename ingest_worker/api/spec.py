@@ -1,8 +1,9 @@
-"""The CsvIngestion spec and status: one source of truth for the worker, the operator and the CRD.
+"""The CsvIngestion spec: what the user asks for, parsed once into frozen models.
 
-The CRD in ``crds/`` is generated from these models (``python -m ingest_operator.crdgen``), and a
-test fails when the committed file is stale. Field names are camelCase on the wire (Kubernetes
-style) and snake_case in Python; every field has a description so ``kubectl explain`` documents it.
+The CRD in ``crds/`` is generated from these models and those of :mod:`.status`
+(``python -m ingest_operator.crdgen``), and a test fails when the committed file is stale. Field
+names are camelCase on the wire (Kubernetes style) and snake_case in Python; every field has a
+description so ``kubectl explain`` documents it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-class _Model(BaseModel):
+class ApiModel(BaseModel):
+    """A part of the resource: camelCase on the wire, frozen, documented field by field."""
+
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -31,7 +35,7 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-class SecretRef(_Model):
+class SecretRef(ApiModel):
     """A Secret in the ingestion's namespace."""
 
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
@@ -46,7 +50,7 @@ class Compression(StrEnum):
     ZSTD = "zstd"
 
 
-class SourceVolume(_Model):
+class SourceVolume(ApiModel):
     """A PersistentVolumeClaim mounted read-only into the worker, for a file on a volume."""
 
     claim_name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
@@ -60,7 +64,7 @@ class OnSourceChange(StrEnum):
     RESTART = "Restart"
 
 
-class Source(_Model):
+class Source(ApiModel):
     """Where the CSV file is."""
 
     url: str = Field(min_length=1)
@@ -107,7 +111,7 @@ class ColumnType(StrEnum):
     TIMESTAMP = "timestamp"
 
 
-class CsvFormat(_Model):
+class CsvFormat(ApiModel):
     """The CSV dialect of the file."""
 
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -127,7 +131,7 @@ class CsvFormat(_Model):
     its row a bad row."""
 
 
-class TopicCreation(_Model):
+class TopicCreation(ApiModel):
     """The topic to create when it does not exist (the data topic, and the dead-letter topic)."""
 
     partitions: int = Field(default=1, ge=1)
@@ -137,7 +141,7 @@ class TopicCreation(_Model):
     """Topic configs (retention.ms, max.message.bytes, cleanup.policy, ...)."""
 
 
-class Kafka(_Model):
+class Kafka(ApiModel):
     """Where the rows go."""
 
     bootstrap_servers: str = Field(min_length=1)
@@ -168,7 +172,7 @@ class Kafka(_Model):
     before the ingestion fails."""
 
 
-class Checkpoint(_Model):
+class CheckpointInterval(ApiModel):
     """How often progress is saved. A checkpoint never passes an unacknowledged row."""
 
     every_rows: int = Field(default=250_000, ge=1)
@@ -177,7 +181,7 @@ class Checkpoint(_Model):
     """Save a checkpoint at least every this many seconds while rows flow."""
 
 
-class ErrorPolicy(_Model):
+class ErrorPolicy(ApiModel):
     """When bad rows should fail the ingestion. By default they never do."""
 
     max_errors: int | None = Field(default=None, ge=0)
@@ -186,7 +190,7 @@ class ErrorPolicy(_Model):
     """Fail once the ratio of bad rows to rows read exceeds this (checked after 1000 rows)."""
 
 
-class Worker(_Model):
+class Worker(ApiModel):
     """The worker Job."""
 
     image: str | None = None
@@ -201,7 +205,7 @@ class Worker(_Model):
     """ServiceAccount to run as instead of the one the operator creates (for workload identity)."""
 
 
-class CsvIngestionSpec(_Model):
+class CsvIngestionSpec(ApiModel):
     """Desired state of a CsvIngestion: which file goes into which topic, and how."""
 
     source: Source
@@ -210,7 +214,7 @@ class CsvIngestionSpec(_Model):
     """Where the rows go."""
     format: CsvFormat = Field(default_factory=CsvFormat)
     """The CSV dialect."""
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    checkpoint: CheckpointInterval = Field(default_factory=CheckpointInterval)
     """Checkpoint interval."""
     errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
     """Error policy for bad rows."""
@@ -220,100 +224,3 @@ class CsvIngestionSpec(_Model):
     """Change (bump) this to retry a Failed ingestion; any other spec edit also retries."""
     suspend: bool = False
     """Stop the worker and keep the checkpoint; set back to false to resume."""
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    IN_PROGRESS = "InProgress"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-
-
-class CheckpointStatus(_Model):
-    """The last saved checkpoint: every row before it is acknowledged by Kafka."""
-
-    byte_offset: int = Field(default=0, ge=0)
-    """Byte offset in the (uncompressed) file of the first row not yet known to be delivered."""
-    row: int = Field(default=0, ge=0)
-    """Number of data rows before byteOffset (good and bad)."""
-    line: int = Field(default=1, ge=1)
-    """Physical line number (1-based) of the record at byteOffset."""
-    time: str | None = None
-    """When it was saved (RFC 3339)."""
-
-
-# --- Status ---------------------------------------------------------------------------------
-# Written by two parties through the status subresource, each owning its own fields: the operator
-# (phase, run, jobName, conditions, times, message) and the worker (checkpoint, counters,
-# progress, attempts, sourceVersion, lastError). Small and scalar: etcd objects stay small.
-
-WORKER_EXIT_FATAL = 3
-"""Exit code of a worker that hit an error no retry can fix (missing source, bad credentials):
-the Job's podFailurePolicy fails the attempt at once instead of retrying the pod."""
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class Condition(_Model):
-    """A standard Kubernetes condition."""
-
-    type: str = Field(min_length=1, max_length=316)
-    """Type of the condition: Ready, Progressing or Failed."""
-    status: ConditionStatus
-    """Status of the condition: True, False or Unknown."""
-    reason: str = Field(default="", max_length=1024)
-    """One-word CamelCase reason for the last transition."""
-    message: str = Field(default="", max_length=32768)
-    """Human-readable detail of the last transition."""
-    last_transition_time: str | None = None
-    """When the status of the condition last changed (RFC 3339)."""
-    observed_generation: int | None = Field(default=None, ge=0)
-    """The .metadata.generation the condition was set from."""
-
-
-class CsvIngestionStatus(_Model):
-    """Observed state of a CsvIngestion."""
-
-    phase: Phase | None = None
-    """Lifecycle phase: Pending, InProgress, Completed or Failed."""
-    message: str | None = None
-    """What is happening, or why the ingestion failed."""
-    checkpoint: CheckpointStatus | None = None
-    """The last saved checkpoint; a new attempt resumes from here."""
-    rows_read: int = Field(default=0, ge=0)
-    """Data rows read from the file so far (good and bad), up to the checkpoint."""
-    rows_published: int = Field(default=0, ge=0)
-    """Rows acknowledged by Kafka, up to the checkpoint."""
-    rows_failed: int = Field(default=0, ge=0)
-    """Bad rows (sent to the dead-letter topic if one is set), up to the checkpoint."""
-    bytes_read: int = Field(default=0, ge=0)
-    """Bytes of the file read, up to the checkpoint."""
-    bytes_total: int | None = Field(default=None, ge=0)
-    """Size of the file in bytes, when the source reports it."""
-    progress: str | None = None
-    """bytesRead / bytesTotal as a percentage, when the size is known."""
-    start_time: str | None = None
-    """When the first worker started (RFC 3339)."""
-    completion_time: str | None = None
-    """When the ingestion completed (RFC 3339)."""
-    attempts: int = Field(default=0, ge=0)
-    """Worker pods started so far, over all runs (a Job's pod retries included)."""
-    run: int = Field(default=0, ge=0)
-    """Number of the current run: 1 for the first Job, one more for each retry by spec edit or
-    resume after suspend."""
-    job_name: str | None = None
-    """Name of the current run's worker Job."""
-    source_url: str | None = None
-    """The source URL the checkpoint belongs to; a new run with another URL starts from zero."""
-    source_version: str | None = None
-    """The source object's version seen by the first worker (ETag, version id, mtime)."""
-    last_error: str | None = None
-    """The last fatal error reported by a worker of the current run."""
-    observed_generation: int | None = Field(default=None, ge=0)
-    """The .metadata.generation of the spec the current run was started from."""
-    conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing and Failed conditions."""
