@@ -8,14 +8,14 @@ import sys
 
 import kopf
 
-from ingest_operator.config import ConfigError, load_config
+from ingest_operator.config import OperatorConfigError, load_config
 from ingest_worker.logs import setup_logging
 
 
 def main() -> int:
     try:
         config = load_config(os.environ)
-    except ConfigError as exc:
+    except OperatorConfigError as exc:
         print(f"csvkafka-operator: {exc}", file=sys.stderr)
         return 2
     # JSON lines, as the worker's: one log pipeline parses both.

@@ -16,7 +16,7 @@ _IMAGE_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$")
 ANY_IMAGE = "*"
 
 
-class ConfigError(Exception):
+class OperatorConfigError(Exception):
     """The environment does not describe a valid configuration."""
 
 
@@ -96,7 +96,7 @@ def _items(value: str) -> tuple[str, ...]:
 
 
 def load_config(environ: Mapping[str, str]) -> OperatorConfig:
-    """Reads the configuration; raises ConfigError naming every bad variable."""
+    """Reads the configuration; raises OperatorConfigError naming every bad variable."""
     values = {
         name: environ[ENV_PREFIX + name.upper()]
         for name in OperatorConfig.model_fields
@@ -108,4 +108,4 @@ def load_config(environ: Mapping[str, str]) -> OperatorConfig:
         problems = "; ".join(
             f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid operator configuration: {problems}") from None
+        raise OperatorConfigError(f"invalid operator configuration: {problems}") from None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from ingest_operator import builders, crdgen
-from ingest_operator.config import ConfigError, OperatorConfig, load_config
+from ingest_operator.config import OperatorConfig, OperatorConfigError, load_config
 from ingest_operator.guard import check_worker
 from ingest_operator.phases import (
     Action,
@@ -393,7 +393,7 @@ def test_config_defaults_and_parsing() -> None:
 
 
 def test_config_errors_name_every_bad_variable() -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(OperatorConfigError) as err:
         load_config({"CSVKAFKA_METRICS_PORT": "http", "CSVKAFKA_WATCH_NAMESPACES": "Bad_NS"})
     text = str(err.value)
     assert "CSVKAFKA_METRICS_PORT" in text and "CSVKAFKA_WATCH_NAMESPACES" in text
@@ -414,7 +414,7 @@ def test_config_of_the_worker_guard() -> None:
 
 
 def test_config_errors_name_both_guard_variables() -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(OperatorConfigError) as err:
         load_config({
             "CSVKAFKA_ALLOWED_WORKER_IMAGES": "good:1,bad image:1",
             "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE": "maybe",
@@ -422,7 +422,7 @@ def test_config_errors_name_both_guard_variables() -> None:
     text = str(err.value)
     assert "CSVKAFKA_ALLOWED_WORKER_IMAGES: Value error, not image references: bad image:1" in text
     assert "CSVKAFKA_ALLOW_SERVICE_ACCOUNT_OVERRIDE" in text
-    with pytest.raises(ConfigError, match="allows any image: list no other"):
+    with pytest.raises(OperatorConfigError, match="allows any image: list no other"):
         load_config({"CSVKAFKA_ALLOWED_WORKER_IMAGES": "*,a:1"})
 
 
