@@ -534,3 +534,20 @@ def test_new_source_starts_from_zero(
     assert st["rowsRead"] == 3000 and st["checkpoint"]["row"] == 3000
     offsets = start_offsets(ingestions.core.api_client, ingestions.ns, "swap-2")
     assert offsets == [len("id,name,amount\n")]
+
+
+def test_missing_topic_fails_naming_it(
+    operator: OperatorDeployment,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    data: DataVolume,
+) -> None:
+    """The broker has topic auto-creation off, as a user's cluster: the worker fails the
+    ingestion at once (no pod retries), and status says which topic is missing."""
+    csv = write_csv(data.path / "rows.csv", 100)
+    topic = f"missing-{os.urandom(5).hex()}"
+    ingestions.create(ingestion("notopic", data.source(csv), topic, testenv.kafka_bootstrap))
+    st = ingestions.wait_phase("notopic", "Failed", timeout=120)
+    assert f"topic {topic} does not exist" in st["message"], st["message"]
+    assert "spec.kafka.createTopics" in st["message"]
+    assert st["attempts"] == 1 and st.get("rowsPublished", 0) == 0
