@@ -48,7 +48,7 @@ mode = py_compile.PycInvalidationMode.UNCHECKED_HASH; \
  for f in {getattr(m, '__file__', None) or '' for m in list(sys.modules.values())} \
  if f.startswith('/opt/venv/') and f.endswith('.py')]" \
     ingest_operator.__main__ ingest_operator.handlers ingest_worker.job_main \
-    ingest_worker.pipeline ingest_worker.sources ingest_worker.cli ingest_worker.verify \
+    ingest_worker.run ingest_worker.sources ingest_worker.cli ingest_worker.verify \
     smart_open.s3 smart_open.gcs smart_open.azure smart_open.http
 
 # --- run: the virtualenv only; no compilers, pip or caches -----------------------------------

@@ -1,8 +1,15 @@
-"""Benchmark: kcat (raw lines) vs the naive Python loop vs csv-ingest, side by side, one run.
+"""Benchmark: csv-ingest against kcat and the naive Python loop, side by side, in one run.
 
-    python bench/bench.py                      # 1,000,000 rows (~70 MB), all three
-    python bench/bench.py --rows 200000 --only worker
-    python bench/bench.py --rss-scaling        # the worker on 1M and 10M rows: peak RSS
+    python bench/bench.py                          # 1M rows of the 6-column file, lz4 and none
+    python bench/bench.py --file wide --rows 2000000   # 12 columns, 105 B per line
+    python bench/bench.py --compression none,lz4,zstd  # and bytes stored per row for each
+    python bench/bench.py --rss-scaling            # the worker on 1M and 10M rows: peak RSS
+    python bench/bench.py --start                  # process start -> first produce (5 runs)
+
+Contestants: ``kcat-same`` is kcat sending the worker's own messages (the same JSON bytes and
+keys, written out beforehand by the worker's encoder), the ceiling for those bytes in C;
+``kcat-raw`` sends the raw CSV lines; ``naive`` is csv + json.dumps + produce in Python.
+All use the same producer settings and partitioner, and the same compression in each round.
 
 Not a test: it prints figures, asserts nothing. The CSV is generated reproducibly (seeded) and
 cached under ~/.cache/csvkafka/bench. Peak RSS is sampled from /proc every 50 ms over the whole
@@ -38,7 +45,9 @@ PRODUCER = {
     "linger.ms": os.environ.get("BENCH_LINGER_MS", "5"),
     "batch.size": "1000000",
     "batch.num.messages": "10000",
+    "partitioner": "murmur2_random",
 }
+KAFKA_DATA = ROOT / ".testenv" / "kafka" / "data"
 
 
 def generate(rows: int, seed: int = 42) -> Path:
@@ -75,6 +84,97 @@ def generate(rows: int, seed: int = 42) -> Path:
             f.write("".join(lines))
     tmp.rename(path)
     return path
+
+
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+         "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu")
+
+
+def generate_wide(rows: int, seed: int = 7) -> Path:
+    """12 columns, about 105 B per line: ids, a SKU, free text with commas (10% quoted, some
+    with a doubled quote), amounts, timestamps, a status: an order export."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"wide-{rows}-s{seed}.csv"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(seed)
+    words = np.array(WORDS)
+    status = np.array(["new", "paid", "shipped", "returned"])
+    with tmp.open("w", newline="") as f:
+        f.write("order_id,customer_id,sku,description,qty,unit_price,discount,total,currency,"
+                "created_at,updated_at,status\n")
+        block = 100_000
+        for base in range(0, rows, block):
+            n = min(block, rows - base)
+            cust = rng.integers(1, 500_000, n)
+            sku = rng.integers(0, 16**6, n)
+            w = words[rng.integers(0, len(words), (n, 3))]
+            quoted = rng.random(n) < 0.1
+            dq = rng.random(n) < 0.02
+            qty = rng.integers(1, 20, n)
+            price = rng.random(n) * 500
+            disc = rng.random(n) * 0.3
+            secs = rng.integers(1_600_000_000, 1_700_000_000, n)
+            created = np.datetime_as_string(secs.astype("datetime64[s]"), unit="s")
+            updated = np.datetime_as_string((secs + 3600).astype("datetime64[s]"), unit="s")
+            st = status[rng.integers(0, 4, n)]
+            lines = []
+            for i in range(n):
+                text = f"{w[i, 0]} {w[i, 1]}, {w[i, 2]}"
+                if quoted[i]:
+                    text = f'"{text} ""xl""",' if dq[i] else f'"{text}",'
+                else:
+                    text = text.replace(",", "") + ","
+                total = qty[i] * price[i] * (1 - disc[i])
+                lines.append(
+                    f"{base + i + 1},{cust[i]},SKU-{sku[i]:06x},{text}{qty[i]},{price[i]:.2f},"
+                    f"{disc[i]:.2f},{total:.2f},EUR,{created[i]}Z,{updated[i]}Z,{st[i]}\n"
+                )
+            f.write("".join(lines))
+    tmp.rename(path)
+    return path
+
+
+def worker_messages(path: Path, key: str) -> Path:
+    """The worker's own messages for ``path``, as kcat -K reads them (key TAB value per line),
+    made by the worker's encoder: what ``kcat-same`` sends."""
+    out = path.with_suffix(f".messages-{key}.txt")
+    if out.exists():
+        return out
+    sys.path.insert(0, str(ROOT))
+    from ingest_worker.api.spec import CsvIngestionSpec
+    from ingest_worker.checkpoint import Checkpoint
+    from ingest_worker.csv.chunks import cut_chunks
+    from ingest_worker.csv.dialect import read_header, resolve_layout
+    from ingest_worker.csv.encode import ChunkEncoder
+    from ingest_worker.sources import CsvSource
+
+    spec = CsvIngestionSpec.model_validate({
+        "source": {"url": str(path)}, "kafka": {"bootstrapServers": "-", "topic": "t",
+                                                "keyColumns": [key]}})
+    source = CsvSource(str(path), spec.source.compression)
+    with path.open("rb") as f:
+        header = read_header(f, spec.format, "utf-8")
+        layout = resolve_layout(spec, header, source.url, source.version, "utf-8")
+        f.seek(header.data_offset)
+        start = Checkpoint(byte_offset=header.data_offset, row=0, line=header.data_line,
+                           source_url=source.url, source_version=source.version)
+        enc = ChunkEncoder(layout)
+        tmp = out.with_suffix(".tmp")
+        with tmp.open("wb") as w:
+            for chunk in cut_chunks(f, layout, start, max_rows=100_000, max_bytes=4 << 20):
+                e = enc.encode(chunk)
+                for k, v in zip(e.batch.message_keys(), e.batch.message_values(), strict=True):
+                    w.write((k or b"") + b"\t" + v + b"\n")
+    tmp.rename(out)
+    return out
+
+
+def stored_bytes(topic: str) -> int:
+    """Bytes of the topic's log segments on the local broker's disk (after a flush)."""
+    return sum(p.stat().st_size for p in KAFKA_DATA.glob(f"{topic}-*/*.log"))
 
 
 # --- RSS sampling over a process tree -------------------------------------------------------------
@@ -146,6 +246,8 @@ class Result:
     """User+system CPU seconds of the contestant's process tree."""
     broker_cpu_s: float | None = None
     """CPU seconds the broker spent meanwhile (when its pid is known)."""
+    stored: int = 0
+    """Bytes the topic's log took on the broker's disk."""
 
     @property
     def rows_s(self) -> float:
@@ -250,24 +352,28 @@ assert p.flush(60) == 0
 
 
 def bench_one(
-    kind: str, path: Path, rows: int, bootstrap: str, parallelism: int, baseline: str | None = None
+    kind: str, path: Path, rows: int, bootstrap: str, parallelism: int, compression: str,
+    key: str, baseline: str | None = None,
 ) -> Result:
     mb = path.stat().st_size / 1e6
     topic = ensure_topic(bootstrap)
     env = dict(os.environ)
-    props = [f"{k}={v}" for k, v in PRODUCER.items()]
+    props = [f"{k}={v}" for k, v in {**PRODUCER, "compression.type": compression}.items()]
     tree: str | None = None
-    if kind == "kcat":
+    if kind in ("kcat-raw", "kcat-same"):
         cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-l"]
         for p in props:
             cmd += ["-X", p]
-        cmd.append(str(path))
+        if kind == "kcat-same":
+            cmd += ["-K", "\t", str(worker_messages(path, key))]
+        else:
+            cmd.append(str(path))
     elif kind == "naive":
         cmd = [PY, "-c", NAIVE, str(path), topic, bootstrap, *props]
     else:
         ckpt = Path(tempfile.gettempdir()) / f"csvkafka-bench-ckpt-{topic}.json"
         cmd = [PY, "-m", "ingest_worker", "run", str(path), "--topic", topic,
-               "--bootstrap-servers", bootstrap, "--key", "id", "--checkpoint", str(ckpt),
+               "--bootstrap-servers", bootstrap, "--key", key, "--checkpoint", str(ckpt),
                "--parallelism", str(parallelism), "--log-level", "WARNING",
                *os.environ.get("BENCH_WORKER_ARGS", "").split()]
         for p in props:
@@ -277,7 +383,9 @@ def bench_one(
         tree = str(baseline if kind == "before" and baseline else ROOT)
         env["PYTHONPATH"] = tree
     try:
-        return run_measured(kind, cmd, rows, mb, env, cwd=tree)
+        r = run_measured(kind, cmd, rows, mb, env, cwd=tree)
+        r.stored = stored_bytes(topic)
+        return r
     finally:
         if kind in ("worker", "before"):
             ckpt.unlink(missing_ok=True)
@@ -285,58 +393,106 @@ def bench_one(
 
 
 def report(results: list[Result]) -> None:
-    print(f"{'':8} {'rows/s':>10} {'MB/s':>7} {'secs':>7} {'RSS sum':>9} {'RSS max':>9} "
-          f"{'PSS sum':>9} {'procs':>5} {'CPU s/1M':>9} {'+broker':>8}")
+    print(f"{'':10} {'rows/s':>10} {'MB/s':>7} {'secs':>7} {'RSS sum':>9} {'RSS max':>9} "
+          f"{'PSS sum':>9} {'procs':>5} {'CPU s/1M':>9} {'+broker':>8} {'B/row':>6}")
     for r in results:
         per_m = 1e6 / r.rows
         broker = "" if r.broker_cpu_s is None else f"{(r.cpu_s + r.broker_cpu_s) * per_m:8.2f}"
-        print(f"{r.name:8} {r.rows_s:10,.0f} {r.mb / r.seconds:7.1f} {r.seconds:7.2f} "
+        print(f"{r.name:10} {r.rows_s:10,.0f} {r.mb / r.seconds:7.1f} {r.seconds:7.2f} "
               f"{r.peak.rss_sum_kb / 1024:8.0f}M {r.peak.rss_max_kb / 1024:8.0f}M "
               f"{r.peak.pss_sum_kb / 1024:8.0f}M {r.peak.procs:5d} {r.cpu_s * per_m:9.2f} "
-              f"{broker}" + ("" if r.rc == 0 else f"  (exit {r.rc})"))
+              f"{broker:>8} {r.stored / r.rows:6.0f}" + ("" if r.rc == 0 else f"  (exit {r.rc})"))
     by = {r.name: r for r in results}
     for mine in ("worker", "before"):
         if mine in by:
-            for other in ("kcat", "naive", "before"):
+            for other in ("kcat-same", "kcat-raw", "naive", "before"):
                 if other in by and other != mine:
                     print(f"{mine}/{other}: {by[mine].rows_s / by[other].rows_s:.2f}x rows/s")
+    if "worker" in by and "kcat-same" in by:
+        w, k = by["worker"], by["kcat-same"]
+        per_m = 1e6 / w.rows
+        print(f"worker CPU - kcat-same CPU: {(w.cpu_s - k.cpu_s) * per_m:+.2f} s per 1M rows")
+
+
+def bench_start(bootstrap: str, runs: int = 5) -> None:
+    """Process start to the first produce, for the CLI on a small local file: the median of
+    ``runs``, from the worker's own debug line (its wall clock) against the spawn time."""
+    import json
+    import statistics
+
+    path = CACHE / "start-1000.csv"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path.write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(1000)))
+    times = []
+    for _ in range(runs):
+        topic = ensure_topic(bootstrap, 1)
+        t0 = time.time()
+        out = subprocess.run([PY, "-m", "ingest_worker", "run", str(path), "--topic", topic,
+                              "--bootstrap-servers", bootstrap, "--log-level", "DEBUG"],
+                             capture_output=True, text=True, cwd=ROOT)
+        delete_topic(bootstrap, topic)
+        for line in out.stderr.splitlines():
+            if '"First batch sent"' in line:
+                sent = json.loads(line)["unix_time"]
+                times.append(sent - t0)
+                break
+        else:
+            print(out.stderr[-2000:], file=sys.stderr)
+    print("start (process start -> first produce), s:", " ".join(f"{t:.3f}" for t in times))
+    if times:
+        print(f"median {statistics.median(times):.3f} s of {len(times)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--only", action="append", choices=["kcat", "naive", "worker", "before"])
+    ap.add_argument("--file", choices=["bench", "wide"], default="bench",
+                    help="bench: 6 columns, 63 B per line; wide: 12 columns, 105 B per line")
+    ap.add_argument("--only", action="append",
+                    choices=["kcat-raw", "kcat-same", "naive", "worker", "before"])
+    ap.add_argument("--compression", default="lz4,none",
+                    help="comma-separated rounds: none, lz4, zstd, gzip, snappy")
     ap.add_argument("--baseline", metavar="DIR",
                     help="also run 'before': the worker from DIR (a copy of an older package tree)")
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--rss-scaling", action="store_true",
                     help="run the worker on 1M and 10M rows and compare peak RSS")
+    ap.add_argument("--start", action="store_true", help="process start -> first produce")
     ap.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
                                                                   "10.201.0.2:39092"))
     args = ap.parse_args()
     global BROKER_PID
     BROKER_PID = broker_pid()
+    if args.start:
+        bench_start(args.bootstrap_servers)
+        return
+    gen, key = (generate, "id") if args.file == "bench" else (generate_wide, "order_id")
     if args.rss_scaling:
         results = []
         for n in (1_000_000, 10_000_000):
-            path = generate(n)
-            r = bench_one("worker", path, n, args.bootstrap_servers, args.parallelism)
+            path = gen(n)
+            r = bench_one("worker", path, n, args.bootstrap_servers, args.parallelism, "lz4", key)
             r.name = f"{n // 1_000_000}M"
             results.append(r)
         report(results)
         a, b = results
         print(f"peak RSS sum 10M/1M: {b.peak.rss_sum_kb / a.peak.rss_sum_kb:.3f}")
         return
-    path = generate(args.rows)
+    path = gen(args.rows)
+    worker_messages(path, key)  # made before the clock runs
     print(f"file: {path} ({path.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows), "
           f"broker {args.bootstrap_servers}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print("producer settings (all three):", " ".join(f"{k}={v}" for k, v in PRODUCER.items()))
-    kinds = args.only or ["kcat", "naive", *(["before"] if args.baseline else []), "worker"]
+    print("producer settings (all):", " ".join(f"{k}={v}" for k, v in PRODUCER.items()
+                                               if k != "compression.type"))
+    kinds = args.only or ["kcat-raw", "kcat-same", "naive",
+                          *(["before"] if args.baseline else []), "worker"]
     print("CPU s/1M: user+sys seconds of the contestant per million rows; +broker: with the "
-          f"broker's CPU meanwhile (pid {BROKER_PID})")
-    results = [bench_one(k, path, args.rows, args.bootstrap_servers, args.parallelism,
-                         args.baseline) for k in kinds]
-    report(results)
+          f"broker's CPU meanwhile (pid {BROKER_PID}); B/row: bytes stored by the broker")
+    for comp in args.compression.split(","):
+        print(f"\n--- compression.type={comp}")
+        report([bench_one(k, path, args.rows, args.bootstrap_servers, args.parallelism, comp,
+                          key, args.baseline) for k in kinds])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         MemoryCheckpointStore,
         Outcome,
     )
-    from ingest_worker.pipeline import IngestResult, Tuning, run_ingestion
+    from ingest_worker.run import IngestResult, Tuning, run_ingestion
 
 __all__ = [
     "Checkpoint",
@@ -42,9 +42,9 @@ _WHERE = {
     "FileCheckpointStore": "checkpoint",
     "MemoryCheckpointStore": "checkpoint",
     "Outcome": "checkpoint",
-    "IngestResult": "pipeline",
-    "Tuning": "pipeline",
-    "run_ingestion": "pipeline",
+    "IngestResult": "run",
+    "Tuning": "run",
+    "run_ingestion": "run",
 }
 
 

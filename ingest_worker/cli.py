@@ -7,12 +7,6 @@ operator run exactly the same code.
 
 from __future__ import annotations
 
-import os
-
-# numpy's OpenBLAS starts a thread per core that spins between calls (no BLAS is used here,
-# measured at ~1.5% of the worker's CPU): one thread. Before numpy's import.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import argparse
 import contextlib
 import sys
@@ -29,12 +23,7 @@ from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, Memor
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
 from ingest_worker.metrics import Metrics
-from ingest_worker.pipeline import (
-    IngestResult,
-    Tuning,
-    install_signal_handlers,
-    run_ingestion,
-)
+from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion
 
 
 class UsageError(Exception):
@@ -95,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: off)")
     r.add_argument("--errors-log", type=Path, metavar="FILE",
                    help="bad rows as JSON lines (line, reason)")
-    r.add_argument("--worker-processes", action="store_true",
-                   help="run the --parallelism workers as processes, not threads (more memory)")
+    # Kept so that existing scripts run: workers are threads, which the compiled core lets use
+    # every core (it releases the GIL), so processes would only cost memory.
+    r.add_argument("--worker-processes", action="store_true", help=argparse.SUPPRESS)
     r.add_argument("--log-level", default="INFO")
     return p
 
@@ -192,7 +182,6 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         errors_log = stack.enter_context(args.errors_log.open("a")) if args.errors_log else None
         result: IngestResult = run_ingestion(
             spec, store, metrics=metrics, errors_log=errors_log, stop=stop,
-            tuning=Tuning(processes=args.worker_processes),
         )
     print(result.message if result.completed else f"csv-ingest: FAILED: {result.message}",
           file=out if result.completed else sys.stderr)

@@ -95,7 +95,7 @@ def _serve_metrics() -> Metrics:
 
 def main() -> int:
     from ingest_worker.logs import setup_logging
-    from ingest_worker.pipeline import install_signal_handlers, run_ingestion
+    from ingest_worker.run import install_signal_handlers, run_ingestion
     from ingest_worker.sources import install_log_scrubbing
 
     setup_logging(os.environ.get("CSVKAFKA_LOG_LEVEL", "INFO"))

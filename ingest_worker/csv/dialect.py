@@ -1,8 +1,7 @@
 """The CSV dialect and the row layout, resolved once from the spec and the file's header.
 
-Everything here is plain Python (no polars): the main process uses it to read the header and to
-cut records for dialects the vectorised scan cannot handle; the workers receive the resulting
-:class:`Layout` (picklable) and turn chunks into messages with it.
+The conversion rules of typed columns are here, in Python; the compiled encoder
+(``core/src/encode.rs``) implements the same rules, and the equivalence tests hold them equal.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ingest_worker.scan import find_boundaries
+from csvkafka_core import cut
 
-if TYPE_CHECKING:  # the worker processes never import pydantic
-    from ingest_worker.api.spec import CsvFormat
+if TYPE_CHECKING:
+    from ingest_worker.api.spec import CsvFormat, CsvIngestionSpec
 
 # Column types (the values of spec.ColumnType, a StrEnum, so both compare equal).
 STRING, INT, FLOAT, BOOL, TIMESTAMP = "string", "int", "float", "bool", "timestamp"
@@ -123,7 +122,7 @@ class Layout:
 
     @property
     def vectorised(self) -> bool:
-        """Whether the numpy scan finds record boundaries (doubled-quote dialect)."""
+        """Whether the compiled core finds record boundaries (doubled-quote dialect)."""
         return self.escape_char is None
 
     @property
@@ -204,7 +203,8 @@ def read_header(
 def _record_ends(buf: bytes, fmt: CsvFormat, quote: int | None) -> list[int]:
     """Ends of the complete records at the start of ``buf`` (only the first one is used)."""
     if fmt.escape_char is None:
-        return [int(e) for e in find_boundaries(buf, quote, ord(fmt.delimiter)).ends[:1]]
+        first = cut(buf, ord(fmt.delimiter), quote, False, 1, 1)[:1]
+        return [end for end, _, _ in first]
     layout = Layout(columns=(), delimiter=fmt.delimiter, quote_char=fmt.quote_char,
                     escape_char=fmt.escape_char)
     for start, rec, _ in _python_cut(io.BytesIO(buf), layout, final=False):
@@ -266,3 +266,38 @@ def _python_cut(
     if final and lines:
         rec = b"".join(lines)
         yield pos, rec, rec.count(b"\n")
+
+
+def resolve_layout(
+    spec: CsvIngestionSpec, header: Header, url: str, version: str | None, encoding: str
+) -> Layout:
+    """The columns and message layout, from the spec and the header (pure: unit-tested)."""
+    fmt = spec.format
+    columns = tuple(fmt.columns) if fmt.columns else (header.names or ())
+    if len(set(columns)) != len(columns):
+        dups = sorted({c for c in columns if columns.count(c) > 1})
+        raise ConfigError(f"duplicate column names: {', '.join(dups)}")
+    if columns:
+        for what, names in (("key column", spec.kafka.key_columns),
+                            ("typed column", list(fmt.column_types))):
+            missing = [c for c in names if c not in columns]
+            if missing:
+                raise ConfigError(f"{what} not in the file's columns: {', '.join(missing)}")
+        added = {"_source", "_line"} if spec.kafka.include_metadata else set()
+        added |= {"_id"} if spec.kafka.include_event_id else set()
+        reserved = added & set(columns)
+        if reserved:
+            raise ConfigError(f"columns clash with metadata fields: {', '.join(sorted(reserved))}")
+    return Layout(
+        columns=columns,
+        delimiter=fmt.delimiter,
+        quote_char=fmt.quote_char,
+        escape_char=fmt.escape_char,
+        encoding=encoding,
+        column_types={c: str(t.value) for c, t in fmt.column_types.items()},
+        key_columns=tuple(spec.kafka.key_columns),
+        include_event_id=spec.kafka.include_event_id,
+        include_metadata=spec.kafka.include_metadata,
+        source_url=url,
+        id_prefix=event_id_prefix(url, version),
+    )

@@ -1,0 +1,306 @@
+//! `csvkafka_core`: the data plane's row loop in native code.
+//!
+//! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records, the
+//! dead-letter records); this module does the per-row work with the GIL released: cutting the
+//! stream on record boundaries, encoding rows as JSON, partitioning and producing them through
+//! librdkafka's C API, and waiting for their acknowledgements. See `ingest_worker/kafka/` and
+//! `ingest_worker/csv/` for the Python side.
+
+mod client;
+mod encode;
+mod json;
+mod partition;
+mod producer;
+mod records;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyInterruptedError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use encode::{BatchData, ColType, Exact, Layout, Msg, Slot};
+use records::Dialect;
+
+create_exception!(csvkafka_core, KafkaUnavailable, PyException, "Kafka failed for the whole retry budget, or for good.");
+
+fn to_py(stop: producer::Stop) -> PyErr {
+    match stop {
+        producer::Stop::Unavailable(m) => KafkaUnavailable::new_err(m),
+        producer::Stop::Interrupted => PyInterruptedError::new_err("stopping"),
+        producer::Stop::Config(m) => PyValueError::new_err(m),
+    }
+}
+
+/// Cuts `buf` (starting on a record boundary) into chunks: a list of (end, rows, newlines).
+#[pyfunction]
+#[pyo3(signature = (buf, delimiter, quote, eof, max_rows, max_bytes))]
+fn cut(py: Python<'_>, buf: &[u8], delimiter: u8, quote: Option<u8>, eof: bool, max_rows: u64, max_bytes: usize) -> Vec<(usize, u64, u64)> {
+    let d = Dialect { delimiter, quote };
+    py.allow_threads(|| records::cut(buf, d, eof, max_rows.max(1), max_bytes.max(1)))
+        .into_iter()
+        .map(|c| (c.end, c.rows, c.newlines))
+        .collect()
+}
+
+/// Kafka's murmur2 of a key (the Java client's), for tests and tools.
+#[pyfunction]
+fn murmur2(key: &[u8]) -> u32 {
+    partition::murmur2(key)
+}
+
+/// The partition librdkafka's partitioner `name` gives `key` among `count` (keyless: `sticky`).
+#[pyfunction]
+#[pyo3(signature = (name, key, count, sticky=0))]
+fn partition_of(name: &str, key: Option<&[u8]>, count: u32, sticky: u32) -> PyResult<u32> {
+    let p = partition::Partitioner::from_name(name).ok_or_else(|| PyValueError::new_err(format!("not a key partitioner: {name}")))?;
+    Ok(p.partition(key, count, sticky))
+}
+
+/// How records become messages: built once per run from the layout.
+#[pyclass(frozen, module = "csvkafka_core")]
+struct Encoder {
+    layout: Layout,
+}
+
+#[pymethods]
+impl Encoder {
+    /// `names` are the column names as JSON strings (orjson's), `types` their column types,
+    /// `source` the file's URL as a JSON string when metadata is on, `id_prefix` the per-file
+    /// half of event ids when they are on.
+    #[new]
+    #[pyo3(signature = (names, types, key_columns, delimiter, quote, source=None, id_prefix=None))]
+    fn new(
+        names: Vec<Vec<u8>>, types: Vec<String>, key_columns: Vec<usize>, delimiter: u8, quote: Option<u8>,
+        source: Option<Vec<u8>>, id_prefix: Option<String>,
+    ) -> PyResult<Self> {
+        if names.len() != types.len() || names.is_empty() {
+            return Err(PyValueError::new_err("one type per column, and at least one column"));
+        }
+        let types = types
+            .iter()
+            .map(|t| ColType::parse(t).ok_or_else(|| PyValueError::new_err(format!("unknown column type {t}"))))
+            .collect::<PyResult<Vec<_>>>()?;
+        if key_columns.iter().any(|&k| k >= names.len()) {
+            return Err(PyValueError::new_err("key column out of range"));
+        }
+        let prefixes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| [if i == 0 { &b"{"[..] } else { &b","[..] }, n, b":"].concat())
+            .collect();
+        Ok(Encoder {
+            layout: Layout {
+                dialect: Dialect { delimiter, quote },
+                prefixes,
+                types,
+                key_columns,
+                source: source.map(|s| [&b",\"_source\":"[..], &s, b",\"_line\":"].concat()),
+                id_prefix: id_prefix.map(|p| format!(",\"_id\":\"{p}-").into_bytes()),
+            },
+        })
+    }
+
+    /// The messages of one chunk of whole records; `offset` and `line` are where it starts.
+    fn encode(&self, py: Python<'_>, chunk: &[u8], offset: u64, line: u64) -> Batch {
+        let e = py.allow_threads(|| self.layout.encode(chunk, offset, line));
+        Batch { data: Some(e.data), exact: e.exact, rows_read: e.rows_read }
+    }
+}
+
+/// The messages of one chunk, in file order. Slots the exact path must decide are filled (or
+/// rejected) before the batch is sent; once sent, the producer owns it.
+#[pyclass(module = "csvkafka_core")]
+struct Batch {
+    data: Option<BatchData>,
+    exact: Vec<Exact>,
+    #[pyo3(get)]
+    rows_read: u64,
+}
+
+impl Batch {
+    fn data(&self) -> PyResult<&BatchData> {
+        self.data.as_ref().ok_or_else(|| PyValueError::new_err("batch already sent"))
+    }
+    fn data_mut(&mut self) -> PyResult<&mut BatchData> {
+        self.data.as_mut().ok_or_else(|| PyValueError::new_err("batch already sent"))
+    }
+    fn pending(&mut self, slot: usize) -> PyResult<&mut Msg> {
+        let msg = self.data_mut()?.msgs.get_mut(slot).ok_or_else(|| PyValueError::new_err("no such slot"))?;
+        if msg.state != Slot::Pending {
+            return Err(PyValueError::new_err("slot already decided"));
+        }
+        Ok(msg)
+    }
+}
+
+#[pymethods]
+impl Batch {
+    /// A batch of messages made by the exact path (dialects the encoder does not take).
+    #[staticmethod]
+    #[pyo3(signature = (values, keys, rows, lines, offsets, rows_read))]
+    fn from_messages(
+        values: Vec<Vec<u8>>, keys: Option<Vec<Vec<u8>>>, rows: Vec<u64>, lines: Vec<u64>, offsets: Vec<u64>, rows_read: u64,
+    ) -> PyResult<Batch> {
+        let n = values.len();
+        if rows.len() != n || lines.len() != n || offsets.len() != n || keys.as_ref().is_some_and(|k| k.len() != n) {
+            return Err(PyValueError::new_err("values, keys, rows, lines and offsets differ in length"));
+        }
+        let mut data = BatchData::default();
+        for (i, v) in values.iter().enumerate() {
+            let (v0, k0) = (data.values.len(), data.keys.len());
+            data.values.extend_from_slice(v);
+            if let Some(keys) = &keys {
+                data.keys.extend_from_slice(&keys[i]);
+            }
+            data.msgs.push(Msg {
+                value: (v0, v.len()),
+                key: (k0, data.keys.len() - k0),
+                line: lines[i],
+                row: rows[i],
+                offset: offsets[i],
+                state: Slot::Ready,
+            });
+        }
+        Ok(Batch { data: Some(data), exact: Vec::new(), rows_read })
+    }
+
+    /// Records for the exact path: (slot, start, end, line, row) with start/end in the chunk
+    /// and row counted from 1 at the chunk's first row.
+    fn exact(&self) -> Vec<(usize, usize, usize, u64, u64)> {
+        self.exact.iter().map(|x| (x.slot, x.start, x.end, x.line, x.row)).collect()
+    }
+
+    #[pyo3(signature = (slot, value, key=None))]
+    fn fill(&mut self, slot: usize, value: &[u8], key: Option<&[u8]>) -> PyResult<()> {
+        self.pending(slot)?;
+        let data = self.data_mut()?;
+        let (v0, k0) = (data.values.len(), data.keys.len());
+        data.values.extend_from_slice(value);
+        data.keys.extend_from_slice(key.unwrap_or(b""));
+        let (vlen, klen) = (data.values.len() - v0, data.keys.len() - k0);
+        let msg = &mut data.msgs[slot];
+        msg.value = (v0, vlen);
+        msg.key = (k0, klen);
+        msg.state = Slot::Ready;
+        Ok(())
+    }
+
+    fn reject(&mut self, slot: usize) -> PyResult<()> {
+        self.pending(slot)?.state = Slot::Rejected;
+        Ok(())
+    }
+
+    /// The messages to publish (rows minus bad rows).
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.data()?.msgs.iter().filter(|m| m.state == Slot::Ready).count())
+    }
+
+    fn message_values<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let d = self.data()?;
+        Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| PyBytes::new(py, d.value(m))).collect())
+    }
+
+    fn message_keys<'py>(&self, py: Python<'py>) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let d = self.data()?;
+        Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| d.key(m).map(|k| PyBytes::new(py, k))).collect())
+    }
+
+    fn message_lines(&self) -> PyResult<Vec<u64>> {
+        let d = self.data()?;
+        Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| m.line).collect())
+    }
+}
+
+/// One topic's producer (one librdkafka handle, plus a second one made only to re-send a
+/// refused record alone). Used by one thread at a time; `request_stop` from any thread.
+#[pyclass(frozen, module = "csvkafka_core")]
+struct Producer {
+    core: Mutex<Option<producer::Producer>>,
+    stop: Arc<AtomicBool>,
+}
+
+type RefusalTuple = (u64, u64, u64, i32, String);
+
+impl Producer {
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut producer::Producer) -> Result<T, producer::Stop> + Send) -> PyResult<T> {
+        py.allow_threads(|| {
+            let mut guard = self.core.lock().unwrap();
+            let p = guard.as_mut().ok_or_else(|| producer::Stop::Config("producer closed".into()))?;
+            f(p)
+        })
+        .map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl Producer {
+    #[new]
+    fn new(config: Vec<(String, String)>, topic: String, retry_budget_s: f64) -> PyResult<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = producer::Producer::new(config, topic, retry_budget_s, Arc::clone(&stop)).map_err(to_py)?;
+        Ok(Producer { core: Mutex::new(Some(p)), stop })
+    }
+
+    /// Hands the batch's ready messages to librdkafka (waiting while its queue is full).
+    fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>) -> PyResult<()> {
+        let mut b = batch.borrow_mut();
+        if b.data.as_ref().is_some_and(|d| d.msgs.iter().any(|m| m.state == Slot::Pending)) {
+            return Err(PyValueError::new_err("batch has undecided slots"));
+        }
+        let data = b.data.take().ok_or_else(|| PyValueError::new_err("batch already sent"))?;
+        drop(b);
+        self.with(py, move |p| p.send(data))
+    }
+
+    fn send_dead_letter(&self, py: Python<'_>, topic: String, value: Vec<u8>, headers: Vec<(String, Vec<u8>)>) -> PyResult<()> {
+        self.with(py, move |p| p.send_dead_letter(producer::DeadLetter { topic, value, headers }))
+    }
+
+    /// Waits until everything sent is acknowledged; returns the rows Kafka refused, as
+    /// (row within its chunk, line, offset, error code, reason).
+    fn flush(&self, py: Python<'_>) -> PyResult<Vec<RefusalTuple>> {
+        let refusals = self.with(py, |p| p.flush())?;
+        Ok(refusals.into_iter().map(|r| (r.row, r.line, r.offset, r.code, r.reason)).collect())
+    }
+
+    /// librdkafka's log lines since the last call: (syslog level, text).
+    fn take_logs(&self) -> Vec<(i32, String)> {
+        let mut guard = self.core.lock().unwrap();
+        guard.as_mut().map(|p| std::mem::take(&mut p.logs)).unwrap_or_default()
+    }
+
+    /// Makes a blocked `send` or `flush` return with InterruptedError.
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Destroys the handles; with `abort`, drops what is not acknowledged first.
+    #[pyo3(signature = (abort=false))]
+    fn close(&self, py: Python<'_>, abort: bool) {
+        self.stop.store(true, Ordering::Relaxed);
+        py.allow_threads(|| {
+            let mut guard = self.core.lock().unwrap();
+            if let Some(p) = guard.as_mut() {
+                if abort {
+                    p.abort();
+                }
+            }
+            *guard = None; // librdkafka destroyed before the batches it points into
+        });
+    }
+}
+
+#[pymodule]
+fn csvkafka_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cut, m)?)?;
+    m.add_function(wrap_pyfunction!(murmur2, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_of, m)?)?;
+    m.add_class::<Encoder>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<Producer>()?;
+    m.add("KafkaUnavailable", m.py().get_type::<KafkaUnavailable>())?;
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Batches of rows to one topic, and the wait until every one is acknowledged or refused.
+//!
+//! * `send` hands a batch to librdkafka without copying the values (the batch is kept until
+//!   acknowledged), one `rd_kafka_produce_batch` per partition; a full queue is waited on,
+//!   never dropped.
+//! * `flush` returns once everything sent is acknowledged. A failure retrying can cure is sent
+//!   again (the same bytes, to the same partition) with exponential backoff and jitter, while
+//!   the retry budget lasts. A failure of the record itself (too large, invalid, refused by
+//!   policy) is that row's: the record is sent again alone first, through a second handle
+//!   that puts one record per request, because the broker fails a whole request for one bad
+//!   record (or marks the others `_INVALID_DIFFERENT_RECORD`, which are simply re-sent). If it
+//!   still fails alone it is a refusal, returned to the caller, which dead-letters the row.
+//!   Anything else (authorization, a fatal producer error) ends the run.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka_sys::bindings as rd;
+
+use crate::client::{cstring, err_name, msg_err, Client, Failure, ERR_MSG_SIZE_TOO_LARGE, ERR_QUEUE_FULL};
+use crate::encode::{BatchData, Slot};
+use crate::partition::Partitioner;
+
+const PARTITION_UA: i32 = -1;
+const COUNT_MAX_AGE: Duration = Duration::from_secs(30);
+const COUNT_RETRY: Duration = Duration::from_secs(5);
+/// Opaque batch id of dead-letter records (copied into librdkafka, kept here for re-sends).
+const DEAD: u32 = u32::MAX;
+
+pub enum Stop {
+    /// Kafka failed for the whole retry budget, or for good: the run fails.
+    Unavailable(String),
+    /// A stop was requested.
+    Interrupted,
+    Config(String),
+}
+
+/// A row Kafka refused on its own: dead-lettered by the caller.
+pub struct Refusal {
+    pub row: u64,
+    pub line: u64,
+    pub offset: u64,
+    pub code: i32,
+    pub reason: String,
+}
+
+pub struct DeadLetter {
+    pub topic: String,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Errors retrying cures: timeouts, transport, leadership changes, a topic not known yet, and
+/// records failed only because another record of their request was bad.
+fn retriable(err: i32) -> bool {
+    matches!(
+        err,
+        -192 | -185 | -195 | -187 | -152 | -151 | -138 | -188 | -190 | -174 // _MSG_TIMED_OUT, _TIMED_OUT, _TRANSPORT, _ALL_BROKERS_DOWN, _PURGE_*, _INVALID_DIFFERENT_RECORD, _UNKNOWN_TOPIC, _UNKNOWN_PARTITION, _RETRY
+            | 3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 75 // UNKNOWN_TOPIC_OR_PART, LEADER_NOT_AVAILABLE, NOT_LEADER, REQUEST_TIMED_OUT, NETWORK_EXCEPTION, COORDINATOR_*, NOT_ENOUGH_REPLICAS*, KAFKA_STORAGE_ERROR, FENCED/UNKNOWN_LEADER_EPOCH
+    )
+}
+
+/// Errors of one record: too large, corrupt or invalid (a keyless record to a compacted
+/// topic), a bad timestamp, or refused by a broker-side policy.
+fn record_error(err: i32) -> bool {
+    matches!(err, ERR_MSG_SIZE_TOO_LARGE | 2 | 18 | 32 | 44 | 87)
+}
+
+fn opaque(batch: u32, index: usize) -> usize {
+    ((batch as usize) << 32) | index
+}
+
+fn unpack(op: usize) -> (u32, usize) {
+    ((op >> 32) as u32, op & 0xffff_ffff)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handle {
+    Main,
+    Isolated,
+}
+
+pub struct Producer {
+    // Declared first: dropped (librdkafka destroyed) before the batches its messages point into.
+    main: Client,
+    isolated: Option<Client>,
+    config: Vec<(String, String)>,
+    topic: String,
+    partitioner: Option<Partitioner>,
+    count: Option<u32>,
+    count_at: Option<Instant>,
+    sticky: u32,
+    budget: Duration,
+    inflight: HashMap<u32, Arc<BatchData>>,
+    next_id: u32,
+    dead: Vec<DeadLetter>,
+    refusals: Vec<Refusal>,
+    pub logs: Vec<(i32, String)>,
+    stop: Arc<AtomicBool>,
+}
+
+type Result<T> = std::result::Result<T, Stop>;
+
+impl Producer {
+    pub fn new(config: Vec<(String, String)>, topic: String, budget_s: f64, stop: Arc<AtomicBool>) -> Result<Producer> {
+        let partitioner = config.iter().rev().find(|(k, _)| k == "partitioner").map_or(
+            Partitioner::from_name("consistent_random"),
+            |(_, v)| Partitioner::from_name(v),
+        );
+        let main = Client::new(&config).map_err(Stop::Config)?;
+        Ok(Producer {
+            main,
+            isolated: None,
+            config,
+            topic,
+            partitioner,
+            count: None,
+            count_at: None,
+            sticky: rand_u32(),
+            budget: Duration::from_secs_f64(budget_s),
+            inflight: HashMap::new(),
+            next_id: 0,
+            dead: Vec::new(),
+            refusals: Vec::new(),
+            logs: Vec::new(),
+            stop,
+        })
+    }
+
+    fn client(&mut self, h: Handle) -> &mut Client {
+        match h {
+            Handle::Main => &mut self.main,
+            Handle::Isolated => self.isolated.as_mut().expect("isolated handle"),
+        }
+    }
+
+    fn partition_count(&mut self) -> Option<u32> {
+        let max_age = if self.count.is_some() { COUNT_MAX_AGE } else { COUNT_RETRY };
+        if self.count_at.is_some_and(|t| t.elapsed() < max_age) {
+            return self.count;
+        }
+        self.count_at = Some(Instant::now());
+        let topic = self.topic.clone();
+        if let Some(c) = self.main.partition_count(&topic, 2000) {
+            self.count = Some(c);
+        }
+        self.count
+    }
+
+    /// Hands every ready row of `batch` to librdkafka.
+    pub fn send(&mut self, batch: BatchData) -> Result<()> {
+        let id = self.next_id;
+        self.next_id = if self.next_id + 1 == DEAD { 0 } else { self.next_id + 1 };
+        let batch = Arc::new(batch);
+        self.inflight.insert(id, Arc::clone(&batch));
+        let ready: Vec<usize> = (0..batch.msgs.len()).filter(|&i| batch.msgs[i].state == Slot::Ready).collect();
+        let targets = match (self.partitioner, self.partition_count()) {
+            (Some(p), Some(count)) => {
+                let sticky = self.sticky % count;
+                self.sticky = self.sticky.wrapping_add(1);
+                ready.iter().map(|&i| p.partition(batch.key(&batch.msgs[i]), count, sticky) as i32).collect()
+            }
+            _ => vec![PARTITION_UA; ready.len()],
+        };
+        let items: Vec<(i32, u32, usize)> = ready.iter().zip(targets).map(|(&i, p)| (p, id, i)).collect();
+        self.produce(Handle::Main, items)
+    }
+
+    /// Produces data rows, given as (partition, batch id, index), grouped by partition in order.
+    fn produce(&mut self, h: Handle, mut items: Vec<(i32, u32, usize)>) -> Result<()> {
+        items.sort_by_key(|&(p, _, _)| p); // stable: file order within a partition
+        let mut start = 0;
+        while start < items.len() {
+            let p = items[start].0;
+            let end = start + items[start..].iter().take_while(|x| x.0 == p).count();
+            let mut msgs: Vec<rd::rd_kafka_message_t> = items[start..end]
+                .iter()
+                .map(|&(_, b, i)| self.message(b, i))
+                .collect();
+            self.produce_run(h, p, &mut msgs)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn message(&self, batch: u32, index: usize) -> rd::rd_kafka_message_t {
+        let data = &self.inflight[&batch];
+        let m = &data.msgs[index];
+        let value = data.value(m);
+        let key = data.key(m);
+        rd::rd_kafka_message_t {
+            err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+            rkt: std::ptr::null_mut(),
+            partition: 0,
+            payload: value.as_ptr() as *mut c_void,
+            len: value.len(),
+            key: key.map_or(std::ptr::null_mut(), |k| k.as_ptr() as *mut c_void),
+            key_len: key.map_or(0, <[u8]>::len),
+            offset: 0,
+            _private: opaque(batch, index) as *mut c_void,
+        }
+    }
+
+    /// One `rd_kafka_produce_batch` for one partition, waiting for room while the queue is full.
+    fn produce_run(&mut self, h: Handle, partition: i32, msgs: &mut Vec<rd::rd_kafka_message_t>) -> Result<()> {
+        let topic = self.topic.clone();
+        let rkt = self.client(h).topic(&topic).map_err(Stop::Config)?;
+        let mut waiting_since = Instant::now();
+        while !msgs.is_empty() {
+            // Flags 0: neither F_COPY nor F_FREE; librdkafka reads the values from our batch.
+            let done = unsafe { rd::rd_kafka_produce_batch(rkt, partition, 0, msgs.as_mut_ptr(), msgs.len() as i32) };
+            if done as usize == msgs.len() {
+                break;
+            }
+            let mut again = Vec::new();
+            for m in msgs.iter() {
+                let err = unsafe { msg_err(m) };
+                match err {
+                    0 => {}
+                    ERR_QUEUE_FULL => {
+                        let mut m = *m;
+                        m.err = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                        again.push(m);
+                    }
+                    ERR_MSG_SIZE_TOO_LARGE => {
+                        // The client's own size check (message.max.bytes): this row alone.
+                        self.refuse(m._private as usize, err);
+                    }
+                    _ => return Err(Stop::Unavailable(format!("cannot produce to {topic}: {}", err_name(err)))),
+                }
+            }
+            *msgs = again;
+            if msgs.is_empty() {
+                break;
+            }
+            self.wait_for_room(h, &mut waiting_since)?;
+        }
+        self.client(h).poll(0);
+        Ok(())
+    }
+
+    fn wait_for_room(&mut self, h: Handle, since: &mut Instant) -> Result<()> {
+        let c = self.client(h);
+        let before = c.queued();
+        let failed_before = c.callbacks().failures.len();
+        c.poll(50);
+        let acked = before - c.queued() - (c.callbacks().failures.len() - failed_before) as i32;
+        self.check_fatal(h)?;
+        // Room made by acknowledgements, not by messages timing out (the broker down).
+        if acked > 0 {
+            *since = Instant::now();
+        } else if since.elapsed() > self.budget {
+            let why = self.last_error(h, "queue full, no progress");
+            return Err(Stop::Unavailable(format!("Kafka unavailable for {:.0}s: {why}", self.budget.as_secs_f64())));
+        }
+        self.check_stop()
+    }
+
+    fn last_error(&mut self, h: Handle, default: &str) -> String {
+        let e = self.client(h).callbacks().last_error.clone();
+        if e.is_empty() { default.to_string() } else { e }
+    }
+
+    fn check_fatal(&mut self, h: Handle) -> Result<()> {
+        let c = match h {
+            Handle::Main => &self.main,
+            Handle::Isolated => self.isolated.as_ref().expect("isolated handle"),
+        };
+        let mut cb = c.callbacks();
+        self.logs.append(&mut cb.logs);
+        match &cb.fatal {
+            Some(f) => Err(Stop::Unavailable(format!("fatal producer error: {f}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn check_stop(&self) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) { Err(Stop::Interrupted) } else { Ok(()) }
+    }
+
+    fn refuse(&mut self, op: usize, code: i32) {
+        let (b, i) = unpack(op);
+        let data = &self.inflight[&b];
+        let m = &data.msgs[i];
+        self.refusals.push(Refusal { row: m.row, line: m.line, offset: m.offset, code, reason: err_name(code) });
+    }
+
+    /// A dead-letter record (copied: it is small and rare), acknowledged by the next `flush`.
+    pub fn send_dead_letter(&mut self, dl: DeadLetter) -> Result<()> {
+        self.dead.push(dl);
+        self.produce_dead(self.dead.len() - 1)
+    }
+
+    fn produce_dead(&mut self, index: usize) -> Result<()> {
+        let mut since = Instant::now();
+        loop {
+            let dl = &self.dead[index];
+            let topic = cstring(&dl.topic).map_err(Stop::Config)?;
+            let names: Vec<_> = dl.headers.iter().map(|(k, _)| cstring(k)).collect::<std::result::Result<_, _>>().map_err(Stop::Config)?;
+            let err = unsafe {
+                let hdrs = rd::rd_kafka_headers_new(dl.headers.len());
+                for ((_, v), name) in dl.headers.iter().zip(&names) {
+                    rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
+                }
+                let vus = [
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: topic.as_ptr() }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
+                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: dl.value.as_ptr() as *mut c_void, size: dl.value.len() },
+                    }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS, rd::rd_kafka_vu_s__bindgen_ty_1 { i: rd::RD_KAFKA_MSG_F_COPY as i32 }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(DEAD, index) as *mut c_void }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADERS, rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs }),
+                ];
+                let e = rd::rd_kafka_produceva(self.main.rk(), vus.as_ptr(), vus.len());
+                if e.is_null() {
+                    0
+                } else {
+                    let code = rd::rd_kafka_error_code(e) as i32;
+                    rd::rd_kafka_error_destroy(e);
+                    rd::rd_kafka_headers_destroy(hdrs); // not taken over on failure
+                    code
+                }
+            };
+            match err {
+                0 => return Ok(()),
+                ERR_QUEUE_FULL => self.wait_for_room(Handle::Main, &mut since)?,
+                _ => {
+                    let topic = self.dead[index].topic.clone();
+                    return Err(Stop::Unavailable(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
+                }
+            }
+        }
+    }
+
+    /// Returns once everything sent so far is acknowledged, with the rows Kafka refused.
+    pub fn flush(&mut self) -> Result<Vec<Refusal>> {
+        self.settle(Handle::Main)?;
+        self.inflight.clear();
+        self.dead.clear();
+        Ok(std::mem::take(&mut self.refusals))
+    }
+
+    fn settle(&mut self, h: Handle) -> Result<()> {
+        let mut last_progress = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let c = self.client(h);
+            let before = c.queued();
+            let failed_before = c.callbacks().failures.len();
+            c.flush(1000);
+            let remaining = c.queued();
+            let failed: Vec<Failure> = std::mem::take(&mut c.callbacks().failures);
+            self.check_fatal(h)?;
+            // Progress means acknowledgements, not messages leaving the queue as failures.
+            if before - remaining > (failed.len() as i32 - failed_before as i32).max(0) {
+                last_progress = Instant::now();
+            }
+            if remaining == 0 && failed.is_empty() {
+                return Ok(());
+            }
+            if !failed.is_empty() {
+                let mut resend = Vec::new();
+                let mut alone = Vec::new();
+                for f in failed {
+                    let (b, _) = unpack(f.opaque);
+                    if retriable(f.err) {
+                        resend.push(f);
+                    } else if record_error(f.err) && b != DEAD {
+                        if h == Handle::Main { alone.push(f) } else { self.refuse(f.opaque, f.err) }
+                    } else {
+                        let topic = if b == DEAD { format!("the dead-letter topic {}", self.dead[unpack(f.opaque).1].topic) } else { self.topic.clone() };
+                        return Err(Stop::Unavailable(format!("delivery to {topic} failed permanently: {}", err_name(f.err))));
+                    }
+                }
+                if !alone.is_empty() {
+                    self.send_alone(alone)?;
+                }
+                if !resend.is_empty() {
+                    attempt += 1;
+                    self.backoff(h, attempt, last_progress)?;
+                    let (dead, data): (Vec<Failure>, Vec<Failure>) = resend.into_iter().partition(|f| unpack(f.opaque).0 == DEAD);
+                    for f in dead {
+                        self.produce_dead(unpack(f.opaque).1)?;
+                    }
+                    let items = data.iter().map(|f| { let (b, i) = unpack(f.opaque); (f.partition, b, i) }).collect();
+                    self.produce(h, items)?;
+                }
+                continue;
+            }
+            let stalled = last_progress.elapsed();
+            if stalled > self.budget {
+                let why = self.last_error(h, "no acknowledgements");
+                return Err(Stop::Unavailable(format!("Kafka unavailable for {:.0}s: {why}", stalled.as_secs_f64())));
+            }
+            self.check_stop()?;
+        }
+    }
+
+    /// Sends records again one per request, through the second handle, and waits for them.
+    fn send_alone(&mut self, failed: Vec<Failure>) -> Result<()> {
+        if self.isolated.is_none() {
+            let mut conf = self.config.clone();
+            conf.push(("batch.num.messages".into(), "1".into()));
+            conf.push(("linger.ms".into(), "0".into()));
+            self.isolated = Some(Client::new(&conf).map_err(Stop::Config)?);
+        }
+        let items = failed.iter().map(|f| { let (b, i) = unpack(f.opaque); (f.partition, b, i) }).collect();
+        self.produce(Handle::Isolated, items)?;
+        self.settle(Handle::Isolated)
+    }
+
+    /// Exponential backoff with full jitter (0..cap), serving the queue meanwhile; fails once
+    /// the budget has passed without an acknowledgement.
+    fn backoff(&mut self, h: Handle, attempt: u32, last_progress: Instant) -> Result<()> {
+        let elapsed = last_progress.elapsed();
+        if elapsed > self.budget {
+            let why = self.last_error(h, "delivery failed");
+            return Err(Stop::Unavailable(format!("Kafka unavailable for {:.0}s: {why}", elapsed.as_secs_f64())));
+        }
+        let cap = (0.5 * 2f64.powi(attempt.min(16) as i32)).min(30.0).min((self.budget - elapsed).as_secs_f64());
+        let deadline = Instant::now() + Duration::from_secs_f64(cap * f64::from(rand_u32()) / f64::from(u32::MAX));
+        while Instant::now() < deadline {
+            let left = deadline - Instant::now();
+            self.client(h).poll(left.as_millis().min(200) as i32);
+            self.check_stop()?;
+        }
+        Ok(())
+    }
+
+    /// Drops what is not acknowledged (a stop or a failure): nothing unacknowledged is worth
+    /// waiting for, the checkpoint does not cover it.
+    pub fn abort(&mut self) {
+        self.main.purge();
+        if let Some(c) = &self.isolated {
+            c.purge();
+        }
+    }
+}
+
+fn vu(vtype: rd::rd_kafka_vtype_t, u: rd::rd_kafka_vu_s__bindgen_ty_1) -> rd::rd_kafka_vu_t {
+    rd::rd_kafka_vu_t { vtype, u }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u32
+}

@@ -1,0 +1,199 @@
+"""A chunk of records to Kafka messages: the compiled encoder, and Python's csv for the rest.
+
+The compiled core (``csvkafka_core.Encoder``) encodes every record that is plainly valid in
+the doubled-quote dialect, UTF-8: the bulk of any file. A record it has the slightest doubt
+about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, the wrong field count,
+a typed value that does not convert) keeps its slot in the batch and comes here, to Python's
+own csv module, which either encodes it (the same JSON, by orjson) or says exactly what is wrong
+with it. Dialects with an escape character, and encodings other than UTF-8, go the exact path
+record by record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from csvkafka_core import Batch, Encoder
+
+from ingest_worker.csv.chunks import Chunk
+from ingest_worker.csv.dialect import STRING, ConversionError, Layout, convert, event_id
+
+
+def _raise_field_size_limit() -> None:
+    """Python csv refuses fields over 128 KiB by default; records are bounded by the reader."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than Py_ssize_t (Windows)
+            limit //= 2
+
+
+_raise_field_size_limit()
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row set aside: the CSV or a conversion failed, or Kafka refused its message."""
+
+    line: int
+    """Physical line (1-based) where the record starts."""
+    row: int
+    """Data row number (1-based, header and blank lines excluded)."""
+    offset: int
+    """Byte offset of the record in the (uncompressed) file."""
+    reason: str
+    raw: bytes
+    """The record's bytes, without its line terminator."""
+    kafka_error: int | None = None
+    """Kafka's error code, when Kafka refused the row's message."""
+
+
+@dataclass
+class Encoded:
+    """The messages of a chunk (ready to send) and its bad rows."""
+
+    batch: Batch
+    rows_read: int
+    bad: list[BadRow]
+    keyed: bool = True
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    @property
+    def values(self) -> list[bytes]:
+        return self.batch.message_values()
+
+    @property
+    def keys(self) -> list[str] | None:
+        if not self.keyed:
+            return None
+        return [(k or b"").decode() for k in self.batch.message_keys()]
+
+
+def strip_eol(raw: bytes) -> bytes:
+    if raw.endswith(b"\r\n"):
+        return raw[:-2]
+    if raw.endswith(b"\n"):
+        return raw[:-1]
+    return raw
+
+
+def is_blank_record(raw: bytes) -> bool:
+    """An empty line: skipped, not a row."""
+    return not raw.strip(b"\r\n")
+
+
+class ChunkEncoder:
+    """Encodes chunks for one layout (one per worker; the compiled encoder is reentrant)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.dialect: dict[str, Any] = layout.python_dialect()
+        self.types = [(i, layout.column_types.get(c, STRING)) for i, c in enumerate(layout.columns)]
+        self.types = [(i, t) for i, t in self.types if t != STRING]
+        self.key_idx = [layout.columns.index(c) for c in layout.key_columns]
+        self.native: Encoder | None = None
+        if layout.vectorised and layout.encoding == "utf-8" and layout.columns:
+            self.native = Encoder(
+                [orjson.dumps(c) for c in layout.columns],
+                [layout.column_types.get(c, STRING) for c in layout.columns],
+                self.key_idx,
+                layout.delimiter_byte,
+                layout.quote_byte,
+                orjson.dumps(layout.source_url) if layout.include_metadata else None,
+                layout.id_prefix if layout.include_event_id else None,
+            )
+
+    def encode(self, chunk: Chunk) -> Encoded:
+        if self.native is None:
+            return self._encode_exact(chunk)
+        batch = self.native.encode(chunk.data, chunk.start_offset, chunk.start_line)
+        bad: list[BadRow] = []
+        for slot, start, end, line, row in batch.exact():
+            got = self.exact_record(chunk.data[start:end], line, chunk.start_row + row,
+                                    chunk.start_offset + start)
+            if isinstance(got, BadRow):
+                batch.reject(slot)
+                bad.append(got)
+            else:
+                batch.fill(slot, *got)
+        return Encoded(batch, batch.rows_read, bad, keyed=bool(self.key_idx))
+
+    def _encode_exact(self, chunk: Chunk) -> Encoded:
+        """Every record through Python's csv (records cut by the reader: ``chunk.records``)."""
+        values: list[bytes] = []
+        keys: list[bytes] = []
+        rows: list[int] = []
+        lines: list[int] = []
+        offsets: list[int] = []
+        bad: list[BadRow] = []
+        rows_read = 0
+        line = chunk.start_line
+        pos = 0
+        for rec in chunk.records(self.layout):
+            start, pos = pos, pos + len(rec)
+            rec_line, line = line, line + rec.count(b"\n")
+            if is_blank_record(rec):
+                continue
+            rows_read += 1
+            offset = chunk.start_offset + start
+            got = self.exact_record(rec, rec_line, chunk.start_row + rows_read, offset)
+            if isinstance(got, BadRow):
+                bad.append(got)
+                continue
+            values.append(got[0])
+            keys.append(got[1] or b"")
+            rows.append(rows_read)
+            lines.append(rec_line)
+            offsets.append(offset)
+        batch = Batch.from_messages(values, keys if self.key_idx else None, rows, lines, offsets,
+                                    rows_read)
+        return Encoded(batch, rows_read, bad, keyed=bool(self.key_idx))
+
+    def exact_record(
+        self, rec: bytes, line: int, row: int, offset: int
+    ) -> tuple[bytes, bytes | None] | BadRow:
+        """One record with Python's csv: its (value, key), or why it is a bad row."""
+        layout = self.layout
+        raw = strip_eol(rec)
+
+        def bad(reason: str) -> BadRow:
+            return BadRow(line, row, offset, reason, raw)
+
+        try:
+            text = raw.decode(layout.encoding)
+        except UnicodeDecodeError as err:
+            return bad(f"invalid {layout.encoding} at byte {err.start} of the row")
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), **self.dialect))
+        except csv.Error as err:
+            if "unexpected end of data" in str(err):
+                return bad("unterminated quoted field at end of file")
+            return bad(f"malformed CSV: {err}")
+        if len(rows) != 1:
+            return bad(f"malformed CSV: one record expected, found {len(rows)}")
+        fields = rows[0]
+        columns = layout.columns
+        if len(fields) != len(columns):
+            return bad(f"expected {len(columns)} fields, found {len(fields)}")
+        obj: dict[str, Any] = dict(zip(columns, fields, strict=True))
+        for ci, ctype in self.types:
+            try:
+                obj[columns[ci]] = convert(fields[ci], ctype)
+            except ConversionError as err:
+                return bad(f"column {columns[ci]!r}: {err}")
+        if layout.include_metadata:
+            obj["_source"] = layout.source_url
+            obj["_line"] = line
+        if layout.include_event_id:
+            obj["_id"] = event_id(layout.id_prefix, offset)
+        key = "|".join(fields[k] for k in self.key_idx).encode() if self.key_idx else None
+        return orjson.dumps(obj), key

@@ -1,0 +1,108 @@
+"""The one producer path for rows: batches to the compiled core's librdkafka producer.
+
+No per-message success callbacks (they cost as much as the rest of the produce path, see
+PERF-NOTES): delivery reports are error-only, and a batch counts as acknowledged when ``flush``
+returned. Failures retrying can cure are re-sent, the same bytes to the same partition, with
+exponential backoff and jitter, until the retry budget is spent (``KafkaUnavailable``). A row
+Kafka refuses on its own (too large, invalid for the topic) comes back from ``flush`` as a
+refusal, to be dead-lettered; ``core/src/producer.rs`` has the whole policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from csvkafka_core import Batch, KafkaUnavailable, Producer
+
+from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, DeadLetter
+
+__all__ = ["DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable", "Refusal", "RowProducer",
+           "producer_config"]
+
+log = logging.getLogger("ingest_worker.kafka")
+
+# Throughput defaults (bench/README.md); the user's producerProperties override them.
+DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    # lz4: on a real network JSON shrinks 3-5x on the wire and on disk for little CPU; zstd
+    # stores less but costs more CPU (bench/README.md, compression).
+    "compression.type": "lz4",
+    # flush() at each chunk's end sends at once; linger only shapes batches within a chunk.
+    "linger.ms": 5,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    # Bounded: a worker holds at most about one chunk in the queue (it flushes per chunk).
+    "queue.buffering.max.kbytes": 32 * 1024,
+    "queue.buffering.max.messages": 200_000,
+    "delivery.report.only.error": True,
+    # The Java client's partitioner: a key lands where Streams, Connect or a Java producer put it.
+    "partitioner": "murmur2_random",
+}
+MESSAGE_TIMEOUT_CAP_S = 60
+
+Refusal = tuple[int, int, int, int, str]
+"""A row Kafka refused: (row within its chunk, line, offset, Kafka error code, reason)."""
+
+
+def producer_config(
+    bootstrap_servers: str,
+    retry_budget_s: float,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The producer configuration: defaults, then the user's properties on top."""
+    conf = dict(DEFAULT_PRODUCER_CONFIG)
+    conf["bootstrap.servers"] = bootstrap_servers
+    # librdkafka retries internally for message.timeout.ms; beyond that the producer re-sends,
+    # so a long budget never leaves a message stuck in one attempt.
+    conf["message.timeout.ms"] = int(min(retry_budget_s, MESSAGE_TIMEOUT_CAP_S) * 1000)
+    conf.update(overrides or {})
+    return conf
+
+
+def _text(v: object) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+class RowProducer:
+    """One topic's producer, used by one worker thread (``stop`` from any thread)."""
+
+    def __init__(self, config: dict[str, Any], topic: str, retry_budget_s: float) -> None:
+        settings = [(k, _text(v)) for k, v in config.items()
+                    if isinstance(v, (str, int, float, bool))]
+        self.core = Producer(settings, topic, retry_budget_s)
+        self.max_message_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_BYTES))
+
+    def send(self, batch: Batch) -> None:
+        """Hands the batch to librdkafka (waiting while its queue is full). The batch is the
+        producer's from here on."""
+        try:
+            self.core.send(batch)
+        finally:
+            self._forward_logs()
+
+    def send_dead_letter(self, topic: str, dl: DeadLetter) -> None:
+        try:
+            self.core.send_dead_letter(topic, dl.value, dl.headers)
+        finally:
+            self._forward_logs()
+
+    def flush(self) -> list[Refusal]:
+        """Returns once everything sent is acknowledged, with the rows Kafka refused."""
+        try:
+            return self.core.flush()
+        finally:
+            self._forward_logs()
+
+    def stop(self) -> None:
+        """Makes a blocked send or flush raise InterruptedError."""
+        self.core.request_stop()
+
+    def close(self, abort: bool = False) -> None:
+        self.core.close(abort)
+
+    def _forward_logs(self) -> None:
+        for level, text in self.core.take_logs():
+            log.log(logging.ERROR if level <= 3 else logging.WARNING if level == 4 else
+                    logging.INFO if level <= 6 else logging.DEBUG, text)

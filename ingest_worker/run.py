@@ -1,0 +1,461 @@
+"""One ingestion, start to end: reader → bounded window → worker threads → Kafka; checkpoints.
+
+A reader thread reads the file in blocks and cuts them into chunks of whole records (the
+compiled core finds the boundaries), numbers them, and hands each to the least busy of P
+workers (:mod:`ingest_worker.workers`). Workers report each chunk once Kafka acknowledged all of
+it; this thread advances the contiguous low-watermark over those reports and saves it as the
+checkpoint, logs bad rows in file order, and applies the error budget.
+
+At most ``window`` chunks are between the reader and the watermark, which bounds memory (and
+the rows a crash can make us send twice) whatever the file size or the broker's speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import IO, TextIO, cast
+
+import orjson
+
+from ingest_worker.api.spec import CsvIngestionSpec, OnSourceChange
+from ingest_worker.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    ChunkDone,
+    Counters,
+    Outcome,
+    Watermark,
+)
+from ingest_worker.csv.chunks import Chunk, SourceReader, SourceReadError, cut_chunks
+from ingest_worker.csv.dialect import (
+    ConfigError,
+    check_format,
+    normalize_encoding,
+    read_header,
+    resolve_layout,
+)
+from ingest_worker.csv.encode import BadRow
+from ingest_worker.exitcodes import (
+    EXIT_CONFIG,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TOO_MANY_ERRORS,
+)
+from ingest_worker.kafka.producer import producer_config
+from ingest_worker.kafka.topics import TopicError, ensure_topics
+from ingest_worker.logs import Progress, fmt_duration
+from ingest_worker.metrics import Metrics
+from ingest_worker.policy import over_budget
+from ingest_worker.sources import CsvSource, SourceError
+from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure
+
+log = logging.getLogger("ingest_worker")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs that do not belong in the resource spec (sizes of buffers, not behaviour)."""
+
+    read_block_bytes: int = 1024 * 1024
+    max_chunk_bytes: int = 2 * 1024 * 1024
+    max_chunk_rows: int | None = None
+    """Default: small enough that a crash re-sends no more than the checkpoint interval."""
+    max_record_bytes: int = 64 * 1024 * 1024
+    """A record longer than this (usually an unterminated quote) fails the run."""
+    window_per_worker: int = 2
+    stop_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """How a run ended."""
+
+    completed: bool
+    """Every row acknowledged by Kafka or accounted for as a bad row."""
+    exit_code: int
+    message: str
+    """One-line summary, or the fatal error."""
+    checkpoint: Checkpoint | None
+    """The last checkpoint saved (None if the run failed before it started)."""
+    duration_s: float
+
+    @property
+    def counters(self) -> Counters:
+        return self.checkpoint.counters if self.checkpoint else Counters()
+
+
+class _Fatal(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FATAL) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Reader:
+    """The reader thread: cuts the source into chunks and dispatches them, at most ``window``
+    ahead of the watermark (the slots are given back as the watermark passes chunks)."""
+
+    def __init__(self, source: CsvSource, run: _Run, start: Checkpoint, max_rows: int,
+                 window: int) -> None:
+        self.source, self.run, self.start, self.max_rows = source, run, start, max_rows
+        self.slots = threading.Semaphore(window)
+        self.stop = threading.Event()
+        self.chunks: int | None = None
+        """How many chunks the file made, once all are dispatched."""
+        self.error: BaseException | None = None
+        self.ends: dict[int, Chunk] = {}
+        """Dispatched chunks by number, until finished."""
+        self.thread = threading.Thread(target=self._main, name="csv-reader", daemon=True)
+
+    def _main(self) -> None:
+        run, source, tuning = self.run, self.source, self.run.tuning
+        try:
+            with source.open(self.start.byte_offset) as raw:
+                limit = None if source.size is None else source.size - self.start.byte_offset
+                stream = SourceReader(raw, source.url, not source.seekable, limit)
+                n = 0
+                for chunk in cut_chunks(cast(IO[bytes], stream), run.layout, self.start, max_rows=self.max_rows,
+                                        max_bytes=tuning.max_chunk_bytes,
+                                        read_bytes=tuning.read_block_bytes,
+                                        max_record_bytes=tuning.max_record_bytes):
+                    while not self.slots.acquire(timeout=0.2):
+                        if self.stop.is_set():
+                            return
+                    if self.stop.is_set():
+                        return
+                    self.ends[chunk.seq] = chunk  # before the send: the result may come fast
+                    run.dispatch(chunk)
+                    run.metrics.lines.labels("read").inc(chunk.rows)
+                    n += 1
+                self.chunks = n
+        except BaseException as e:
+            self.error = e
+
+
+@dataclass
+class _Run:
+    spec: CsvIngestionSpec
+    store: CheckpointStore
+    metrics: Metrics
+    tuning: Tuning
+    errors_log: TextIO | None
+    reporter: Callable[[Checkpoint], None] | None
+    stop_requested: threading.Event
+    started: float = field(default_factory=time.monotonic)
+    workers: list[Worker] = field(default_factory=list)
+    outstanding: list[int] = field(default_factory=list)
+    results: queue.Queue[ChunkResult | WorkerFailure] = field(default_factory=queue.Queue)
+    read: int = 0
+    failed: int = 0
+
+    def run(self) -> IngestResult:
+        try:
+            return self._run()
+        finally:
+            for w in self.workers:
+                w.stop()
+
+    def _run(self) -> IngestResult:
+        spec = self.spec
+        check_format(spec.format)
+        encoding = normalize_encoding(spec.format.encoding)
+        source = CsvSource(
+            spec.source.url, spec.source.compression, endpoint_url=spec.source.endpoint_url
+        )
+        if spec.source.expected_version and source.version != spec.source.expected_version:
+            raise SourceError(
+                f"source version is {source.version}, expected {spec.source.expected_version}"
+            )
+        cp = self.store.load()
+        if cp is not None and cp.source_version != source.version:
+            if spec.source.on_change is OnSourceChange.FAIL:
+                raise SourceError(
+                    f"source changed since the checkpoint: {source.url} (version "
+                    f"{cp.source_version} -> {source.version}); set source.onChange=Restart to "
+                    "start over"
+                )
+            log.warning("Source changed since the checkpoint, starting over", extra={
+                "old_version": cp.source_version, "new_version": source.version})
+            cp = None
+        if cp is not None and cp.done:
+            msg = self._summary(cp, "already complete")
+            self.store.final(cp, Outcome(True, msg))
+            return IngestResult(True, EXIT_OK, msg, cp, 0.0)
+        # Before any row is read: a missing topic fails here, by name, not as a broker outage.
+        ensure_topics(spec.kafka, spec.kafka.retry_budget_seconds)
+        with source.open(0) as f:
+            header = read_header(f, spec.format, encoding)
+        self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
+        start = Checkpoint(
+            byte_offset=header.data_offset,
+            row=0,
+            line=header.data_line,
+            source_url=source.url,
+            source_version=source.version,
+            counters=Counters(bytes_read=header.data_offset, bytes_total=source.size),
+        )
+        if cp is not None and cp.byte_offset > start.byte_offset:
+            # bytes_read is by definition the offset (older stores may not have kept it).
+            counters = replace(cp.counters, bytes_total=source.size, bytes_read=cp.byte_offset)
+            start = replace(cp, counters=counters)
+            log.info("Resuming from checkpoint", extra={
+                "byte_offset": cp.byte_offset, "row": cp.row, "line": cp.line})
+        self.metrics.bytes_total.set(source.size if source.size is not None else -1)
+        self.metrics.offset.set(start.byte_offset)
+        log.info(f"Started processing file {source.url}", extra={
+            "source": source.url, "version": source.version, "byte_offset": start.byte_offset,
+            "columns": list(self.layout.columns)})
+        return self._pump(source, start)
+
+    def _summary(self, cp: Checkpoint, what: str) -> str:
+        c = cp.counters
+        return (
+            f"{what}: {self.spec.source.url}: rows read {c.rows_read}, published "
+            f"{c.rows_published}, failed {c.rows_failed}, duration "
+            f"{fmt_duration(time.monotonic() - self.started)}"
+        )
+
+    def _start_workers(self) -> None:
+        spec = self.spec
+        cfg = WorkerConfig(
+            layout=self.layout,
+            topic=spec.kafka.topic,
+            dead_letter_topic=spec.kafka.dead_letter_topic,
+            producer_config=producer_config(spec.kafka.bootstrap_servers,
+                                            spec.kafka.retry_budget_seconds,
+                                            spec.kafka.producer_properties),
+            retry_budget_s=float(spec.kafka.retry_budget_seconds),
+        )
+        n = spec.worker.parallelism
+        self.workers = [Worker(i, cfg, self.results) for i in range(n)]
+        self.outstanding = [0] * n
+
+    def dispatch(self, chunk: Chunk) -> None:
+        """To the least busy worker; blocks while it is busy, which is the backpressure."""
+        i = min(range(len(self.workers)), key=self.outstanding.__getitem__)
+        self.outstanding[i] += 1
+        w = self.workers[i]
+        while True:
+            if not w.is_alive():
+                raise _Fatal(f"{w.name} stopped")
+            try:
+                w.inbox.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _pump(self, source: CsvSource, start: Checkpoint) -> IngestResult:
+        spec, tuning = self.spec, self.tuning
+        self._start_workers()
+        window = max(2, tuning.window_per_worker * len(self.workers))
+        # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2, see
+        # save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
+        max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // (2 * window))
+        reader = _Reader(source, self, start, max_rows, window)
+        reader.thread.start()
+        wm = Watermark(start)
+        saved = start
+        last_save = time.monotonic()
+        progress = Progress(source.size)
+        rows0, bytes0 = start.counters.rows_read, start.byte_offset
+        bytes_counted = start.byte_offset
+        fatal: _Fatal | None = None
+        stopping_since: float | None = None
+        save_rows = max(1, spec.checkpoint.every_rows // 2)
+        bad_by_seq: dict[int, list[BadRow]] = {}
+        try:
+            while True:
+                if reader.error is not None:
+                    raise self._reader_failure(reader.error)
+                if reader.chunks is not None and wm.next_seq >= reader.chunks:
+                    break
+                if self.stop_requested.is_set():
+                    if stopping_since is None:
+                        stopping_since = time.monotonic()
+                        reader.stop.set()
+                        log.warning("Stop requested: finishing the chunks in flight")
+                    # Wait for what was handed out (bounded by a grace period), then stop.
+                    if (not reader.ends and not reader.thread.is_alive()) or \
+                            time.monotonic() - stopping_since > tuning.stop_grace_s:
+                        raise _Fatal("interrupted; checkpoint saved", EXIT_INTERRUPTED)
+                for msg in self._results(0.2):
+                    if isinstance(msg, WorkerFailure):
+                        raise _Fatal(msg.message)
+                    self._account(msg)
+                    if msg.bad:
+                        bad_by_seq[msg.seq] = msg.bad
+                    chunk = reader.ends.pop(msg.seq)
+                    before = wm.next_seq
+                    wm.finish(ChunkDone(msg.seq, chunk.end_offset, chunk.end_row,
+                                        chunk.end_line, msg.rows_read, msg.rows_published,
+                                        len(msg.bad), len(chunk.data)))
+                    for seq in range(before, wm.next_seq):
+                        reader.slots.release()
+                        self._report_bad(bad_by_seq.pop(seq, []))
+                    why = over_budget(spec.errors, self.failed, self.read)
+                    if why is not None:
+                        raise _Fatal(why, EXIT_TOO_MANY_ERRORS)
+                now = time.monotonic()
+                if wm.checkpoint.byte_offset > bytes_counted:
+                    self.metrics.bytes_read.inc(wm.checkpoint.byte_offset - bytes_counted)
+                    bytes_counted = wm.checkpoint.byte_offset
+                if wm.checkpoint.row - saved.row >= save_rows or (
+                    now - last_save >= spec.checkpoint.every_seconds
+                    and wm.checkpoint.byte_offset > saved.byte_offset
+                ):
+                    saved, last_save = self._save(wm.checkpoint), now
+                c = wm.checkpoint
+                progress.update(c.counters.rows_read - rows0, c.byte_offset - bytes0)
+        except _Fatal as e:
+            fatal = e
+        except KeyboardInterrupt:
+            fatal = _Fatal("interrupted; checkpoint saved", EXIT_INTERRUPTED)
+        finally:
+            reader.stop.set()
+            self._close_workers(graceful=fatal is None)
+            reader.thread.join(timeout=5)
+            progress.update(wm.checkpoint.counters.rows_read - rows0,
+                            wm.checkpoint.byte_offset - bytes0, force=True)
+            progress.close()
+        cp = wm.checkpoint
+        duration = time.monotonic() - self.started
+        if fatal is not None:
+            if cp.byte_offset > saved.byte_offset:
+                saved = self._save(cp)
+            log.error(fatal.args[0], extra={"byte_offset": saved.byte_offset, "row": saved.row})
+            self.store.final(saved, Outcome(False, fatal.args[0]))
+            return IngestResult(False, fatal.exit_code, fatal.args[0], saved, duration)
+        cp = replace(cp, done=True)
+        self.metrics.offset.set(cp.byte_offset)
+        self.metrics.duration.observe(duration)
+        summary = self._summary(cp, "completed")
+        log.info(
+            f"Finished file {source.url} (Duration: {fmt_duration(duration)}, "
+            f"Rows: {cp.counters.rows_read})",
+            extra={"rows_published": cp.counters.rows_published,
+                   "rows_failed": cp.counters.rows_failed},
+        )
+        self.store.final(cp, Outcome(True, summary))
+        return IngestResult(True, EXIT_OK, summary, cp, duration)
+
+    def _reader_failure(self, err: BaseException) -> _Fatal:
+        if isinstance(err, _Fatal):
+            return err
+        if isinstance(err, SourceReadError):
+            return _Fatal(str(err))
+        return _Fatal(f"reading the source failed: {err!r}")
+
+    def _results(self, timeout: float) -> list[ChunkResult | WorkerFailure]:
+        out: list[ChunkResult | WorkerFailure] = []
+        try:
+            out.append(self.results.get(timeout=timeout))
+            while True:
+                out.append(self.results.get_nowait())
+        except queue.Empty:
+            pass
+        if not out:
+            dead = [w.name for w in self.workers if not w.is_alive()]
+            if dead:
+                raise _Fatal(f"a worker stopped: {', '.join(dead)}")
+        for msg in out:
+            if isinstance(msg, ChunkResult):
+                self.outstanding[msg.worker] -= 1
+        return out
+
+    def _close_workers(self, graceful: bool) -> None:
+        if graceful:
+            for w in self.workers:
+                w.inbox.put(None)
+            deadline = time.monotonic() + 30
+            for w in self.workers:
+                w.join(timeout=max(0.1, deadline - time.monotonic()))
+        for w in self.workers:
+            w.stop()  # nothing unacknowledged is worth waiting for
+        for w in self.workers:
+            w.join(timeout=5)
+
+    def _account(self, r: ChunkResult) -> None:
+        m = self.metrics
+        m.lines.labels("processed").inc(r.rows_published)
+        m.chunk_duration.observe(r.seconds)
+        self.read += r.rows_read
+        if r.bad:
+            m.lines.labels("error").inc(len(r.bad))
+            m.errors.inc(len(r.bad))
+            self.failed += len(r.bad)
+
+    def _report_bad(self, bad: list[BadRow]) -> None:
+        """Logs bad rows; called in file order, as the watermark passes their chunk."""
+        for b in bad:
+            log.warning(f"Failed to parse row {b.line}: {b.reason}",
+                        extra={"line": b.line, "row": b.row, "offset": b.offset})
+            if self.errors_log is not None:
+                self.errors_log.write(orjson.dumps({
+                    "line": b.line, "row": b.row, "offset": b.offset, "reason": b.reason,
+                    "source": self.spec.source.url}).decode() + "\n")
+        if bad and self.errors_log is not None:
+            self.errors_log.flush()
+
+    def _save(self, cp: Checkpoint) -> Checkpoint:
+        self.store.save(cp)
+        self.metrics.offset.set(cp.byte_offset)
+        log.debug(f"Checkpoint saved at offset {cp.byte_offset}",
+                  extra={"byte_offset": cp.byte_offset, "row": cp.row, "line": cp.line})
+        if self.reporter is not None:
+            self.reporter(cp)
+        return cp
+
+
+def run_ingestion(
+    spec: CsvIngestionSpec,
+    store: CheckpointStore,
+    *,
+    reporter: Callable[[Checkpoint], None] | None = None,
+    metrics: Metrics | None = None,
+    errors_log: TextIO | None = None,
+    tuning: Tuning | None = None,
+    stop: threading.Event | None = None,
+) -> IngestResult:
+    """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
+
+    ``store`` gives the checkpoint to resume from and receives new ones; ``reporter`` is called
+    after each saved checkpoint; ``stop`` (set from another thread or a signal handler) asks for
+    a graceful stop that saves the checkpoint. Expected failures (source missing or changed,
+    Kafka unavailable past the retry budget, too many bad rows, bad configuration) are returned
+    as a result with ``completed=False`` and a non-zero ``exit_code``, never raised.
+    """
+    run = _Run(
+        spec=spec,
+        store=store,
+        metrics=metrics or Metrics(),
+        tuning=tuning or Tuning(),
+        errors_log=errors_log,
+        reporter=reporter,
+        stop_requested=stop or threading.Event(),
+    )
+    try:
+        return run.run()
+    except (ConfigError, SourceError, TopicError) as e:
+        code = EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FATAL
+        msg = f"{type(e).__name__}: {e}" if isinstance(e, ConfigError) else str(e)
+        log.error(msg)
+        cp = store.load()
+        return IngestResult(False, code, msg, cp, time.monotonic() - run.started)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM (pod deletion, suspend) asks for a graceful stop; a second one exits at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)

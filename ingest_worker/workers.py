@@ -1,0 +1,171 @@
+"""The workers: threads that encode chunks, send them, and report each once acknowledged.
+
+The compiled core releases the GIL while it encodes, produces and waits for acknowledgements,
+so P worker threads use P cores in one process. Each worker owns one producer. It encodes chunk
+k+1 while librdkafka still delivers chunk k, then flushes k (short: most of it is out by then)
+and reports it, so encoding and producing overlap inside a worker as well as across workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from csvkafka_core import cut
+
+from ingest_worker.csv.chunks import Chunk
+from ingest_worker.csv.dialect import Layout
+from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, strip_eol
+from ingest_worker.kafka.deadletter import dead_letter
+from ingest_worker.kafka.producer import KafkaUnavailable, Refusal, RowProducer
+
+log = logging.getLogger("ingest_worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    layout: Layout
+    topic: str
+    dead_letter_topic: str | None
+    producer_config: dict[str, Any]
+    retry_budget_s: float
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A chunk whose rows are all acknowledged by Kafka or set aside as bad rows."""
+
+    seq: int
+    worker: int
+    rows_read: int
+    rows_published: int
+    bad: list[BadRow]
+    """In file order."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A worker stopped for good: Kafka failed past the retry budget, or a bug."""
+
+    worker: int
+    message: str
+
+
+@dataclass
+class _Sent:
+    chunk: Chunk
+    encoded: Encoded
+    published: int
+    started: float
+
+
+def refused_row(chunk: Chunk, layout: Layout, refusal: Refusal) -> BadRow:
+    """The bad row for a message Kafka refused: its record, read back from the chunk."""
+    row, line, offset, code, reason = refusal
+    rel = offset - chunk.start_offset
+    cuts = cut(chunk.data[rel:], layout.delimiter_byte, layout.quote_byte, True, 1, 1)
+    end = cuts[0][0] if cuts else len(chunk.data) - rel
+    raw = strip_eol(chunk.data[rel : rel + end])
+    return BadRow(line, chunk.start_row + row, offset, f"refused by Kafka: {reason}", raw, code)
+
+
+class Worker:
+    """One worker thread: takes chunks from ``inbox`` (None: no more), reports to ``results``."""
+
+    def __init__(self, index: int, cfg: WorkerConfig, results: queue.Queue[Any]) -> None:
+        self.index = index
+        self.name = f"csv-ingest-worker-{index}"
+        self.cfg = cfg
+        self.inbox: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
+        self.results = results
+        self.stopping = threading.Event()
+        self.producer: RowProducer | None = None
+        self.sent_any = False
+        self.thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except InterruptedError:
+            pass
+        except KafkaUnavailable as e:
+            self.results.put(WorkerFailure(self.index, str(e)))
+        except Exception as e:
+            self.results.put(WorkerFailure(
+                self.index, f"worker {self.index} crashed: {e!r}\n{traceback.format_exc()}"))
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        encoder = ChunkEncoder(cfg.layout)
+        producer = self.producer = RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s)
+        sent: _Sent | None = None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    # With a chunk in flight, wait only briefly for the next one: flush when idle.
+                    item = self.inbox.get(timeout=0.02 if sent is not None else 0.2)
+                except queue.Empty:
+                    if sent is not None:
+                        self._finish(producer, sent)
+                        sent = None
+                    continue
+                if item is None:  # no more chunks
+                    if sent is not None:
+                        self._finish(producer, sent)
+                    return
+                started = time.monotonic()
+                encoded = encoder.encode(item)
+                if sent is not None:
+                    self._finish(producer, sent)
+                published = len(encoded)
+                producer.send(encoded.batch)
+                if not self.sent_any:
+                    self.sent_any = True
+                    log.debug("First batch sent", extra={"unix_time": time.time()})
+                self._dead_letter(producer, encoded.bad)
+                sent = _Sent(item, encoded, published, started)
+        finally:
+            # Any way out: what is not acknowledged is dropped (the checkpoint does not cover
+            # it), and librdkafka is gone before the batches it points into.
+            producer.close(abort=True)
+
+    def _dead_letter(self, producer: RowProducer, bad: list[BadRow]) -> None:
+        if self.cfg.dead_letter_topic:
+            for b in bad:
+                producer.send_dead_letter(self.cfg.dead_letter_topic, dead_letter(
+                    b, self.cfg.layout.source_url, producer.max_message_bytes))
+
+    def _finish(self, producer: RowProducer, sent: _Sent) -> None:
+        refused = producer.flush()
+        bad = sent.encoded.bad
+        if refused:
+            extra = [refused_row(sent.chunk, self.cfg.layout, r) for r in refused]
+            self._dead_letter(producer, extra)
+            if producer.flush():
+                raise KafkaUnavailable("the dead-letter topic refused a record")
+            bad = sorted(bad + extra, key=lambda b: b.offset)
+        self.results.put(ChunkResult(sent.chunk.seq, self.index, sent.encoded.rows_read,
+                                     sent.published - len(refused), bad,
+                                     time.monotonic() - sent.started))
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        """Stops at once: a blocked send or flush returns, nothing more is taken."""
+        self.stopping.set()
+        if self.producer is not None:
+            self.producer.stop()
+        with contextlib.suppress(queue.Full):
+            self.inbox.put_nowait(None)
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
