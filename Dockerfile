@@ -13,7 +13,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # .dockerignore lets only the sources through, and wheelhouse/ when `make image` made one.
 COPY . /src
 # With a wheelhouse the install is offline (--no-index: a missing wheel fails here rather than
-# reaching for the network); without one it resolves from the index as usual. Then out go
+# reaching for the network); without one it resolves from the index as usual, and the compiled
+# core (core/: Rust, librdkafka) is built here with a toolchain from rustup (a few minutes;
+# only this stage has compilers). Then out go
 # pip/setuptools, dependencies' own test suites and bytecode (the next step compiles what is
 # imported); kubernetes/aio, an asyncio twin of the generated client (21 MB) that neither this
 # project nor kopf imports (kept if the sources ever name it); and botocore's models of every
@@ -22,7 +24,12 @@ RUN set -eu; \
     if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
       from="--no-index --find-links=/src/wheelhouse"; \
     else \
-      from=""; \
+      apt-get update -q; \
+      apt-get install -y -q --no-install-recommends build-essential curl ca-certificates \
+        libssl-dev pkg-config perl; \
+      curl -sSf https://sh.rustup.rs | sh -s -- -y -q --profile minimal; \
+      PATH="$HOME/.cargo/bin:$PATH" python3 -m pip wheel -q --wheel-dir /tmp/core /src/core; \
+      from="--find-links=/tmp/core"; \
     fi; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install --no-compile $from /src; \
@@ -47,7 +54,7 @@ mode = py_compile.PycInvalidationMode.UNCHECKED_HASH; \
 [py_compile.compile(f, cfile=importlib.util.cache_from_source(f), invalidation_mode=mode) \
  for f in {getattr(m, '__file__', None) or '' for m in list(sys.modules.values())} \
  if f.startswith('/opt/venv/') and f.endswith('.py')]" \
-    ingest_operator.__main__ ingest_operator.handlers ingest_worker.job_main \
+    ingest_operator.__main__ ingest_operator.handlers ingest_worker.job_main csvkafka_core \
     ingest_worker.run ingest_worker.sources ingest_worker.cli ingest_worker.verify \
     smart_open.s3 smart_open.gcs smart_open.azure smart_open.http
 

@@ -4,28 +4,33 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start image
+.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start image
 
+# The compiled core (core/, Rust) is built into a cached wheel first: pip finds it there.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q --find-links "$$(dirname "$$(bash hack/build-core.sh)")" -e '.[dev]'
 	touch $@
+
+# Rebuilds and reinstalls the core when core/ changed (seconds when only its sources did).
+core: $(VENV)/.installed
+	bash hack/build-core.sh $(VENV) >/dev/null
 
 # Debian packages the environment and the benchmark use: the node's runtime (containerd, runc,
 # the CNI plugins, iptables for kube-proxy), the image tools (podman, mmdebstrap) and kcat (the
-# C baseline of the benchmark).
-DEBS := kcat openssl default-jre-headless containerd runc containernetworking-plugins iptables \
+# C baseline of the benchmark), and what the compiled core links (OpenSSL's headers).
+DEBS := kcat openssl libssl-dev pkg-config default-jre-headless containerd runc containernetworking-plugins iptables \
 	conntrack iproute2 podman buildah skopeo conmon fuse-overlayfs uidmap mmdebstrap \
 	golang-github-containers-common
 DEB_CMDS := kcat openssl java containerd runc iptables conntrack ip podman mmdebstrap
 system-deps:
 	@for c in $(DEB_CMDS); do command -v $$c >/dev/null || missing=1; done; \
-	  [ -d /usr/lib/cni ] || missing=1; \
+	  [ -d /usr/lib/cni ] || missing=1; [ -f /usr/include/openssl/ssl.h ] || missing=1; \
 	  [ -z "$$missing" ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -q --no-install-recommends $(DEBS); }
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps $(VENV)/.installed core
 
 testenv-up: setup
 	bash hack/testenv.sh up

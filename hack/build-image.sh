@@ -141,7 +141,11 @@ make_wheelhouse() {
   fi
   # Bump the recipe number when the way wheels are made changes: old wheelhouses go stale.
   # (The image tag covers only the image's sources: remove the image and its archive too.)
-  key="$({ echo "recipe 4 python $host_py"; cat "$repo/pyproject.toml"; } | sha256sum | cut -c1-12)"
+  # The compiled core's wheel (built and cached by hack/build-core.sh) joins the dependencies.
+  local core_wheel
+  core_wheel="$(bash "$repo/hack/build-core.sh")"
+  key="$({ echo "recipe 5 python $host_py"; cat "$repo/pyproject.toml"; basename "$(dirname "$core_wheel")"; } |
+    sha256sum | cut -c1-12)"
   wh="$img_cache/wheelhouse-$key"
   if [ ! -f "$wh/.complete" ]; then
     log "building the wheelhouse (pyproject $key) with $("$py" --version)..."
@@ -155,7 +159,8 @@ meta = tomllib.load(open(sys.argv[1], "rb"))
 print(*meta["project"]["dependencies"], *meta["build-system"]["requires"], "wheel", sep="\n")' \
       "$repo/pyproject.toml" >"$wh.tmp/requirements.txt"
     # PIP_FIND_LINKS: this host's environment may point pip at other local wheels; not here.
-    PIP_FIND_LINKS= "$py" -m pip wheel --quiet --wheel-dir "$wh.tmp" -r "$wh.tmp/requirements.txt" >&2
+    PIP_FIND_LINKS= "$py" -m pip wheel --quiet --wheel-dir "$wh.tmp" \
+      --find-links "$(dirname "$core_wheel")" -r "$wh.tmp/requirements.txt" >&2
     strip_wheels "$py" "$wh.tmp"
     touch "$wh.tmp/.complete"
     rm -rf "$wh" && mv "$wh.tmp" "$wh"

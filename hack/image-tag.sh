@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-paths=(Dockerfile pyproject.toml README.md ingest_worker operator)
+# core/ reaches the image as a wheel in the wheelhouse (or is built by a plain docker build).
+paths=(Dockerfile pyproject.toml README.md ingest_worker operator core)
 {
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard -- "${paths[@]}"

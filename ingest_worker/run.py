@@ -119,9 +119,10 @@ class _Reader:
         try:
             with source.open(self.start.byte_offset) as raw:
                 limit = None if source.size is None else source.size - self.start.byte_offset
-                stream = SourceReader(raw, source.url, not source.seekable, limit)
+                stream = cast(IO[bytes], SourceReader(raw, source.url, not source.seekable,
+                                                      limit))
                 n = 0
-                for chunk in cut_chunks(cast(IO[bytes], stream), run.layout, self.start, max_rows=self.max_rows,
+                for chunk in cut_chunks(stream, run.layout, self.start, max_rows=self.max_rows,
                                         max_bytes=tuning.max_chunk_bytes,
                                         read_bytes=tuning.read_block_bytes,
                                         max_record_bytes=tuning.max_record_bytes):

@@ -43,6 +43,8 @@ from urllib.parse import urlparse
 
 import orjson
 
+from ingest_worker.kafka import deadletter
+
 METADATA = ("_source", "_line", "_id")
 _BOM = b"\xef\xbb\xbf"
 _INT = re.compile(r"^[+-]?[0-9]+$")
@@ -101,6 +103,9 @@ class VerifyReport:
     bad_reported: int | None = None
     """What the worker reported (rowsFailed), if given."""
     dlq_messages: int | None = None
+    rows_refused: int = 0
+    """Good rows Kafka refused (too large, invalid for the topic), found in the dead-letter
+    topic instead: accounted for, not lost."""
     dlq_missing: int = 0
     dlq_unexpected: int = 0
     dlq_mismatched: int = 0
@@ -122,7 +127,8 @@ class VerifyReport:
         dlq_ok = self.dlq_messages is None or (
             self.dlq_missing == 0 and self.dlq_unexpected == 0 and self.dlq_mismatched == 0
         )
-        bad_ok = self.bad_reported is None or self.bad_reported == self.bad_expected
+        bad_ok = self.bad_reported is None or \
+            self.bad_reported == self.bad_expected + self.rows_refused
         return (
             self.lost == 0
             and self.rows_unexpected == 0
@@ -142,6 +148,8 @@ class VerifyReport:
             f"bad rows {self.bad_expected}"
             + ("" if self.bad_reported is None else f" (worker reported {self.bad_reported})"),
         ]
+        if self.rows_refused:
+            parts.append(f"refused by Kafka and dead-lettered {self.rows_refused}")
         if self.dlq_messages is not None:
             parts.append(
                 f"dead letters {self.dlq_messages} (missing {self.dlq_missing}, unexpected "
@@ -186,6 +194,8 @@ class GoodRow:
     offset: int
     line: int
     values: dict[str, Any]
+    raw: bytes = b""
+    """Its bytes, without the line terminator (what a dead letter of it carries)."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +348,7 @@ def parse_source(
         if fmt.include_metadata:
             values["_source"] = source_url
             values["_line"] = rec.line
-        yield GoodRow(rec.offset, rec.line, values)
+        yield GoodRow(rec.offset, rec.line, values, body)
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -414,6 +424,21 @@ def _example(into: list[str], text: str) -> None:
         into.append(text)
 
 
+@dataclass(frozen=True)
+class _DeadLetter:
+    value: bytes
+    refused: bool
+    """Kafka refused the row (a good row as CSV)."""
+    truncated: bool
+
+
+def _check_dead_letters(report: VerifyReport, got: list[_DeadLetter], raw: bytes) -> None:
+    """The dead letters of one row carry its bytes (a prefix of them, when cut to fit)."""
+    report.dlq_duplicates += len(got) - 1
+    if any(d.value != raw and not (d.truncated and raw.startswith(d.value)) for d in got):
+        report.dlq_mismatched += 1
+
+
 def _header(msg: Message, name: str) -> bytes | None:
     for k, v in msg.headers() or []:
         if k == name:
@@ -449,17 +474,19 @@ def verify_messages(
         except OSError:
             id_prefix = None
     seen, report.id_prefix = _index_messages(messages, report, id_prefix)
-    dlq: dict[int, list[bytes]] | None = None
+    dlq: dict[int, list[_DeadLetter]] | None = None
     if dead_letters is not None:
         dlq = {}
         n_dead = 0
         for m in dead_letters:
             n_dead += 1
-            hdr = _header(m, "offset")
+            hdr = _header(m, deadletter.OFFSET)
             if hdr is None or not hdr.isdigit():
                 report.dlq_unexpected += 1
                 continue
-            dlq.setdefault(int(hdr), []).append(m.value() or b"")
+            dlq.setdefault(int(hdr), []).append(_DeadLetter(
+                m.value() or b"", _header(m, deadletter.KAFKA_ERROR) is not None,
+                _header(m, deadletter.TRUNCATED) == b"true"))
         report.dlq_messages = n_dead
     stream = open_source(source) if isinstance(source, str) else source
     try:
@@ -477,12 +504,17 @@ def verify_messages(
                     if not got:
                         report.dlq_missing += 1
                     else:
-                        report.dlq_duplicates += len(got) - 1
-                        if any(v != row.raw for v in got):
-                            report.dlq_mismatched += 1
+                        _check_dead_letters(report, got, row.raw)
                 continue
             report.rows_expected += 1
             s = seen.pop(row.offset, None)
+            refused = dlq.pop(row.offset, None) if dlq is not None and s is None else None
+            if refused and all(d.refused for d in refused):
+                report.rows_refused += 1
+                _check_dead_letters(report, refused, row.raw)
+                continue
+            if refused and dlq is not None:
+                dlq[row.offset] = refused  # not a refusal: left to count as unexpected
             if s is None:
                 report.rows_missing += 1
                 _example(report.missing_examples, f"line {row.line} (offset {row.offset})")

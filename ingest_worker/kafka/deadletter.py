@@ -23,8 +23,13 @@ One definition, for every producer of dead letters and for the verifier:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ingest_worker.csv.encode import BadRow
+if TYPE_CHECKING:  # the verifier reads dead letters without the worker's parsing
+    from ingest_worker.csv.encode import BadRow
+
+REASON, SOURCE, LINE, ROW, OFFSET = "reason", "source", "line", "row", "offset"
+KAFKA_ERROR, TRUNCATED, ORIGINAL_LENGTH = "kafka-error", "truncated", "original-length"
 
 # What the headers, the record's framing and the batch around it may take, at most (a long
 # reason and URL included): the value gets the rest of the limit.
@@ -42,26 +47,17 @@ class DeadLetter:
 def dead_letter(bad: BadRow, source_url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> DeadLetter:
     """The dead-letter record of ``bad``, whose whole size stays within ``max_bytes``."""
     headers = [
-        ("reason", bad.reason.encode()[:4096]),
-        ("source", source_url.encode()[:4096]),
-        ("line", str(bad.line).encode()),
-        ("row", str(bad.row).encode()),
-        ("offset", str(bad.offset).encode()),
+        (REASON, bad.reason.encode()[:4096]),
+        (SOURCE, source_url.encode()[:4096]),
+        (LINE, str(bad.line).encode()),
+        (ROW, str(bad.row).encode()),
+        (OFFSET, str(bad.offset).encode()),
     ]
     if bad.kafka_error is not None:
-        headers.append(("kafka-error", str(bad.kafka_error).encode()))
+        headers.append((KAFKA_ERROR, str(bad.kafka_error).encode()))
     room = max(0, max_bytes - OVERHEAD_BYTES)
     value = bad.raw
     if len(value) > room:
-        headers += [("truncated", b"true"), ("original-length", str(len(value)).encode())]
+        headers += [(TRUNCATED, b"true"), (ORIGINAL_LENGTH, str(len(value)).encode())]
         value = value[:room]
     return DeadLetter(value, headers)
-
-
-def header(headers: list[tuple[str, bytes | None]] | None, name: str) -> bytes | None:
-    """A header's value (the last one of that name), as consumers read dead letters."""
-    found = None
-    for k, v in headers or []:
-        if k == name:
-            found = v
-    return found
