@@ -1,20 +1,22 @@
-"""Pure unit tests of the worker's decisions: boundaries, chunks, watermark, ids, dialect, CLI."""
+"""Pure unit tests of the worker's decisions: boundaries, chunks, encoding, watermark, ids,
+dialect, error budget, CLI."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
+from csvkafka_core import Batch, cut
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest_worker.api.spec import ColumnType, CsvFormat, CsvIngestionSpec
+from ingest_worker.api.spec import ColumnType, CsvFormat, CsvIngestionSpec, ErrorPolicy
 from ingest_worker.checkpoint import (
     Checkpoint,
     ChunkDone,
@@ -23,7 +25,8 @@ from ingest_worker.checkpoint import (
     Watermark,
 )
 from ingest_worker.cli import build_parser, spec_from_args
-from ingest_worker.dialect import (
+from ingest_worker.csv.chunks import Chunk, cut_chunks
+from ingest_worker.csv.dialect import (
     ConversionError,
     Layout,
     convert,
@@ -31,12 +34,13 @@ from ingest_worker.dialect import (
     event_id_prefix,
     python_records,
     read_header,
+    resolve_layout,
 )
-from ingest_worker.parse import Spans, parse_chunk, parse_exact, parse_fast
-from ingest_worker.pipeline import Tuning, cut_chunks, resolve_layout
-from ingest_worker.scan import chunk_records, find_boundaries
+from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, is_blank_record
+from ingest_worker.kafka.producer import KafkaUnavailable, RowProducer, producer_config
+from ingest_worker.policy import MIN_ROWS_FOR_RATIO, over_budget
 
-# --- the boundary scan ----------------------------------------------------------------------------
+# --- record boundaries (csvkafka_core.cut) --------------------------------------------------------
 
 # A bare CR is not a record terminator here (files end lines with LF or CRLF), so CR only
 # appears as part of CRLF.
@@ -44,6 +48,8 @@ field_text = st.lists(
     st.sampled_from([*'ab ,;"\n\té€x', "\r\n"]), min_size=0, max_size=8
 ).map("".join)
 rows_strategy = st.lists(st.lists(field_text, min_size=3, max_size=3), min_size=0, max_size=30)
+EVERYTHING = 1 << 40
+"""A chunk size no test reaches: one chunk for the whole buffer."""
 
 
 def write_csv(rows: list[list[str]], delimiter: str = ",", eol: str = "\n") -> bytes:
@@ -57,46 +63,71 @@ def python_parse(data: bytes, delimiter: str = ",") -> list[list[str]]:
     return [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r]
 
 
-def nonblank(rows: list[list[str]]) -> list[list[str]]:
-    # csv.writer writes [""] as '""' (not blank) and a row of one empty field the same way.
-    return rows
+def record_spans(
+    data: bytes, delimiter: str = ",", quote: str | None = '"', eof: bool = True
+) -> list[tuple[int, int]]:
+    """(start, end) of every record, blank lines included: the cut at one record per chunk."""
+    spans, start = [], 0
+    for end, _, _ in cut(data, ord(delimiter), None if quote is None else ord(quote), eof, 1, 1):
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def whole_chunk(data: bytes, layout: Layout, offset: int = 0, row: int = 0, line: int = 1) -> Chunk:
+    """``data`` as one chunk starting at ``offset``, data row ``row`` + 1 and line ``line``."""
+    cuts = cut(data, layout.delimiter_byte, layout.quote_byte, True, EVERYTHING, EVERYTHING)
+    assert len(cuts) <= 1 and (not cuts or cuts[0][0] == len(data))
+    rows, newlines = (cuts[0][1], cuts[0][2]) if cuts else (0, 0)
+    return Chunk(0, data, offset, row, line, rows, newlines)
 
 
 @settings(max_examples=200, deadline=None)
 @given(rows=rows_strategy, eol=st.sampled_from(["\n", "\r\n"]), delim=st.sampled_from([",", ";"]))
-def test_scan_agrees_with_python_csv(rows: list[list[str]], eol: str, delim: str) -> None:
+def test_cut_agrees_with_python_csv(rows: list[list[str]], eol: str, delim: str) -> None:
     data = write_csv(rows, delim, eol)
-    recs = chunk_records(data, ord('"'), ord(delim))
+    spans = [(s, e) for s, e in record_spans(data, delim) if not is_blank_record(data[s:e])]
     expected = python_parse(data, delim)
-    assert len(recs) == len(expected)
-    assert recs.fields is not None
-    assert recs.fields.tolist() == [len(r) for r in expected]
-    assert recs.delimiters == sum(len(r) - 1 for r in expected)
+    assert len(spans) == len(expected)
     # Each record, parsed alone, is exactly the row Python's csv module sees there.
-    got = [python_parse(data[s:e], delim)[0] for s, e in zip(recs.starts, recs.ends, strict=True)]
+    got = [python_parse(data[s:e], delim)[0] for s, e in spans]
     assert got == expected
-    # Lines: the physical line each record starts on.
-    for s, ln in zip(recs.starts.tolist(), recs.lines.tolist(), strict=True):
-        assert data[:s].count(b"\n") == ln
-
-
-def test_scan_blank_lines_and_final_record_without_newline() -> None:
-    data = b'a,b\n\n\r\n"x\ny",z\nlast,1'
-    recs = chunk_records(data, ord('"'), ord(","))
-    assert [data[s:e] for s, e in zip(recs.starts, recs.ends, strict=True)] == [
-        b"a,b\n", b'"x\ny",z\n', b"last,1"
+    # The records tile the buffer, and a chunk's counts are its records' and its newlines.
+    assert [e for _, e in record_spans(data, delim)][-1:] == ([len(data)] if data else [])
+    whole = cut(data, ord(delim), ord('"'), True, EVERYTHING, EVERYTHING)
+    assert whole == ([(len(data), len(expected), data.count(b"\n"))] if data else [])
+    # The encoder reads the same rows, at the physical line each record starts on.
+    layout = Layout(columns=("c0", "c1", "c2"), delimiter=delim, include_event_id=False,
+                    include_metadata=True, source_url="u")
+    enc = ChunkEncoder(layout).encode(whole_chunk(data, layout))
+    assert not enc.bad
+    assert [orjson.loads(v) for v in enc.values] == [
+        {"c0": a, "c1": b, "c2": c, "_source": "u", "_line": data[:s].count(b"\n") + 1}
+        for (a, b, c), (s, _) in zip(expected, spans, strict=True)
     ]
-    assert recs.lines.tolist() == [0, 3, 5]
-    assert not recs.open_quote
 
 
-def test_scan_unterminated_quote_at_end() -> None:
+def test_cut_blank_lines_and_final_record_without_newline() -> None:
+    data = b'a,b\n\n\r\n"x\ny",z\nlast,1'
+    spans = [(s, e) for s, e in record_spans(data) if not is_blank_record(data[s:e])]
+    assert [data[s:e] for s, e in spans] == [b"a,b\n", b'"x\ny",z\n', b"last,1"]
+    assert [data[:s].count(b"\n") for s, _ in spans] == [0, 3, 5]
+    # Blank lines are not rows but their newlines count; without eof the last record waits.
+    assert cut(data, ord(","), ord('"'), True, EVERYTHING, EVERYTHING) == [(len(data), 3, 5)]
+    assert cut(data, ord(","), ord('"'), False, EVERYTHING, EVERYTHING) == [(len(data) - 6, 2, 5)]
+    assert cut(data, ord(","), ord('"'), True, 2, EVERYTHING) == [(15, 2, 5), (len(data), 1, 0)]
+
+
+def test_cut_unterminated_quote_at_end() -> None:
     data = b'a,b\nc,"d\ne,f\n'
-    recs = chunk_records(data, ord('"'), ord(","))
-    assert len(recs) == 2
-    assert recs.open_quote
-    b = find_boundaries(data, ord('"'))
-    assert b.ends.tolist() == [4]
+    assert cut(data, ord(","), ord('"'), False, 1, 1) == [(4, 1, 1)]  # the rest is incomplete
+    # At the end of the file the rest is one record, which Python's csv says is bad.
+    assert cut(data, ord(","), ord('"'), True, 1, 1) == [(4, 1, 1), (len(data), 1, 2)]
+    layout = Layout(columns=("a", "b"), include_event_id=False)
+    enc = ChunkEncoder(layout).encode(whole_chunk(data, layout))
+    assert [orjson.loads(v) for v in enc.values] == [{"a": "a", "b": "b"}]
+    assert [(b.line, b.row, b.offset, b.reason, b.raw) for b in enc.bad] == [
+        (2, 2, 4, "unterminated quoted field at end of file", b'c,"d\ne,f')]
 
 
 @settings(max_examples=50, deadline=None)
@@ -108,32 +139,94 @@ def test_cut_chunks_cover_the_file_on_record_boundaries(
     header = read_header(io.BytesIO(data), CsvFormat(), "utf-8")
     layout = Layout(columns=("h1", "h2", "h3"))
     start = Checkpoint(header.data_offset, 0, header.data_line, "x", None)
-    tuning = Tuning(read_block_bytes=block, max_chunk_bytes=block * 2)
     stream = io.BytesIO(data)
     stream.seek(header.data_offset)
-    chunks = list(cut_chunks(stream, layout, start, tuning, max_rows))
-    assert b"".join(c.data for c, _ in chunks) == data[header.data_offset :]
+    chunks = list(cut_chunks(stream, layout, start, max_rows=max_rows, max_bytes=block * 2,
+                             read_bytes=block))
+    assert b"".join(c.data for c in chunks) == data[header.data_offset :]
     expected = python_parse(data)[1:]
-    assert sum(c.rows for c, _ in chunks) == len(expected)
+    assert sum(c.rows for c in chunks) == len(expected)
     nexts: list[Any] = [*chunks[1:], None][: len(chunks)]
-    for (chunk, meta), nxt in zip(chunks, nexts, strict=True):
+    for seq, (chunk, nxt) in enumerate(zip(chunks, nexts, strict=True)):
+        assert chunk.seq == seq
+        assert 1 <= chunk.rows <= max_rows
         assert chunk.start_line == data[: chunk.start_offset].count(b"\n") + 1
-        assert meta.end_offset == chunk.start_offset + len(chunk.data)
-        if isinstance(nxt, tuple):
-            assert nxt[0].start_row == meta.end_row
-    got = [r for c, _ in chunks for r in python_parse(c.data)]
+        assert chunk.end_offset == chunk.start_offset + len(chunk.data)
+        assert chunk.end_line == chunk.start_line + chunk.data.count(b"\n")
+        if nxt is not None:
+            assert (nxt.start_offset, nxt.start_row, nxt.start_line) == (
+                chunk.end_offset, chunk.end_row, chunk.end_line)
+        # The chunk's records are the ones the reader counted.
+        recs = list(chunk.records(layout))
+        assert b"".join(recs) == chunk.data
+        assert sum(1 for r in recs if not is_blank_record(r)) == chunk.rows
+    got = [r for c in chunks for r in python_parse(c.data)]
     assert got == expected
-    for chunk, _ in chunks:  # the scan the reader hands over is the one the worker would make
-        own = chunk_records(chunk.data, ord('"'), ord(","), per_record_fields=False)
-        if chunk.scan is None:
-            continue
-        handed = chunk_records(chunk.data, ord('"'), ord(","), per_record_fields=False,
-                               scan=chunk.scan)
-        for name in ("starts", "ends", "lines"):
-            assert getattr(handed, name).tolist() == getattr(own, name).tolist()
-        assert (handed.delimiters, handed.doubled_quotes, handed.open_quote) == (
-            own.delimiters, b'""' in chunk.data, own.open_quote)
-        assert handed.delimiters == sum(len(r) - 1 for r in python_parse(chunk.data))
+
+
+# --- encoding: the compiled encoder, and Python's csv for the rest (ChunkEncoder) -----------------
+
+
+def exact_messages(
+    layout: Layout, chunk: Chunk
+) -> tuple[list[tuple[bytes, bytes | None]], list[BadRow]]:
+    """The chunk's messages and bad rows as the exact path (Python's csv) makes them, one
+    record at a time."""
+    enc = ChunkEncoder(layout)
+    good: list[tuple[bytes, bytes | None]] = []
+    bad: list[BadRow] = []
+    pos, line, row = 0, chunk.start_line, chunk.start_row
+    for rec in chunk.records(layout):
+        if not is_blank_record(rec):
+            row += 1
+            got = enc.exact_record(rec, line, row, chunk.start_offset + pos)
+            if isinstance(got, BadRow):
+                bad.append(got)
+            else:
+                good.append(got)
+        pos += len(rec)
+        line += rec.count(b"\n")
+    return good, bad
+
+
+def encode(data: bytes, layout: Layout, offset: int = 0, row: int = 0, line: int = 1) -> Encoded:
+    return ChunkEncoder(layout).encode(whole_chunk(data, layout, offset, row, line))
+
+
+# Fields of bytes that trouble a CSV reader, bare or quoted, among plain ones; records of mostly
+# the right field count (two), so that the compiled encoder takes many and leaves the doubtful.
+_plain = [b"a", b"1", b" ", b"\xc3\xa9"] * 3
+_bare = st.lists(st.sampled_from([*_plain, b'"', b"\r", b"\x00"]), max_size=4)
+_quoted = st.lists(st.sampled_from([*_plain, b",", b'"', b'""', b"\n", b"\r\n", b"\r", b"\x00",
+                                    b"\xff", b"\\"]), max_size=4)
+_field = st.one_of(_bare.map(b"".join), _quoted.map(lambda p: b'"' + b"".join(p) + b'"'))
+_record = st.sampled_from([2, 2, 2, 1, 3]).flatmap(
+    lambda n: st.lists(_field, min_size=n, max_size=n)).map(b",".join)
+garbage = st.one_of(
+    st.lists(st.sampled_from(list(b'a,"\n\r \x00\xc3\xa9')), max_size=200).map(bytes),
+    st.lists(st.tuples(_record, st.sampled_from([b"\n", b"\r\n", b"\n\n", b""])), max_size=12)
+    .map(lambda recs: b"".join(r + eol for r, eol in recs)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=garbage)
+def test_random_bytes_cut_and_encode_as_python_csv_does_record_by_record(data: bytes) -> None:
+    """Garbage never crashes the cut or the encoder, and every record the compiled encoder
+    takes is encoded as the exact path (Python's csv) encodes it; the others get its reason."""
+    cuts = cut(data, ord(","), ord('"'), True, 1, 1)
+    ends = [e for e, _, _ in cuts]
+    assert ends == sorted(set(ends)) and ends[-1:] == ([len(data)] if data else [])
+    assert sum(n for _, _, n in cuts) == data.count(b"\n")
+    layout = Layout(columns=("a", "b"), key_columns=("b",), source_url="u", id_prefix="p",
+                    include_metadata=True)
+    chunk = whole_chunk(data, layout, offset=7, row=3, line=2)
+    enc = ChunkEncoder(layout).encode(chunk)
+    assert enc.rows_read == chunk.rows == sum(r for _, r, _ in cuts)
+    good, bad = exact_messages(layout, chunk)
+    assert enc.values == [v for v, _ in good]
+    assert enc.keys == [(k or b"").decode() for _, k in good]
+    assert enc.bad == bad
 
 
 # --- watermark and checkpoints --------------------------------------------------------------------
@@ -251,39 +344,41 @@ LAYOUT = Layout(
 )
 
 
-def test_fast_and_exact_paths_give_identical_messages() -> None:
+def test_compiled_and_exact_paths_give_identical_messages() -> None:
     data = (
         b'1,"a, ""b""",1.5,true,2024-01-01T00:00:00Z\r\n'
         b"2,\xc3\xa9t\xc3\xa9,,no,\n"
         b'3,"multi\nline",-2,1,2024-02-03\n'
     )
-    recs = chunk_records(data, ord('"'), ord(","))
-    fast = parse_fast(data, LAYOUT, recs, 100, 5)
-    assert fast is not None
-    exact = parse_exact(data, LAYOUT, Spans(recs.starts, recs.ends, recs.lines), recs, 100, 0, 5)
-    assert [orjson.loads(v) for v in fast.values] == [orjson.loads(v) for v in exact.values]
-    assert fast.keys == exact.keys == ["1|a, \"b\"", "2|été", "3|multi\nline"]
-    first = orjson.loads(fast.values[0])
+    chunk = whole_chunk(data, LAYOUT, offset=100, line=5)
+    enc = ChunkEncoder(LAYOUT).encode(chunk)
+    assert enc.batch.exact() == []  # all three plainly valid: the compiled encoder took them
+    good, bad = exact_messages(LAYOUT, chunk)
+    assert not bad and not enc.bad
+    assert enc.values == [v for v, _ in good]  # byte for byte
+    assert enc.keys == [(k or b"").decode() for _, k in good] == [
+        "1|a, \"b\"", "2|été", "3|multi\nline"]
+    first = orjson.loads(enc.values[0])
     assert first == {"id": 1, "name": 'a, "b"', "n": 1.5, "ok": True, "ts": "2024-01-01T00:00:00Z",
                      "_source": "file:///x.csv", "_line": 5, "_id": "pfx-100"}
-    assert orjson.loads(fast.values[2])["_line"] == 7
-
+    assert orjson.loads(enc.values[2])["_line"] == 7
+    assert enc.batch.message_lines() == [5, 6, 7]
 
 
 @pytest.mark.parametrize(("metadata", "event_id"),
                          [(m, e) for m in (True, False) for e in (True, False)])
 def test_message_layouts_agree_on_both_paths(metadata: bool, event_id: bool) -> None:
-    """The templated fast path (plain strings) writes the same JSON as the exact path, for each
-    combination of the metadata and event-id fields."""
+    """The compiled encoder writes the same JSON as the exact path, for each combination of the
+    metadata and event-id fields."""
     layout = Layout(columns=("id", "name"), key_columns=("id",), source_url="s3://b/k.csv",
                     id_prefix="pfx", include_metadata=metadata, include_event_id=event_id)
     data = b'1,"a, b"\n2,\n3,x y\n'
-    recs = chunk_records(data, ord('"'), ord(","))
-    fast = parse_fast(data, layout, recs, 100, 5)
-    assert fast is not None
-    exact = parse_exact(data, layout, Spans(recs.starts, recs.ends, recs.lines), recs, 100, 0, 5)
-    got = [orjson.loads(v) for v in fast.values]
-    assert got == [orjson.loads(v) for v in exact.values]
+    chunk = whole_chunk(data, layout, offset=100, line=5)
+    enc = ChunkEncoder(layout).encode(chunk)
+    assert enc.batch.exact() == []
+    good, _ = exact_messages(layout, chunk)
+    assert enc.values == [v for v, _ in good]
+    got = [orjson.loads(v) for v in enc.values]
     expected = {"id": "1", "name": "a, b"}
     if metadata:
         expected |= {"_source": "s3://b/k.csv", "_line": 5}
@@ -291,6 +386,7 @@ def test_message_layouts_agree_on_both_paths(metadata: bool, event_id: bool) -> 
         expected["_id"] = "pfx-100"
     assert got[0] == expected
     assert list(got[0]) == list(expected)  # field order: columns, _source, _line, _id
+
 
 def test_bad_rows_get_exact_lines_and_reasons() -> None:
     data = (
@@ -301,50 +397,54 @@ def test_bad_rows_get_exact_lines_and_reasons() -> None:
         b"5,e,1,true,2024-01-01\n"
         b'6,"f,1,true,2024-01-01\n7,g\n'  # unterminated quote at end of file
     )
-    parsed = parse_chunk(data, LAYOUT, 0, 0, 2)
-    assert not parsed.fast
-    assert parsed.rows_read == 6
-    assert len(parsed.values) == 2
-    assert [(b.line, b.row) for b in parsed.bad] == [(3, 2), (4, 3), (5, 4), (7, 6)]
-    reasons = [b.reason for b in parsed.bad]
+    enc = encode(data, LAYOUT, line=2)
+    # The doubtful records went to the exact path, which set them aside.
+    assert [line for _, _, _, line, _ in enc.batch.exact()] == [3, 4, 5, 7]
+    assert enc.rows_read == 6
+    assert len(enc.values) == 2
+    assert [(b.line, b.row) for b in enc.bad] == [(3, 2), (4, 3), (5, 4), (7, 6)]
+    reasons = [b.reason for b in enc.bad]
     assert "expected 5 fields, found 3" in reasons[0]
     assert "not an int" in reasons[1]
     assert "invalid utf-8" in reasons[2]
     assert "unterminated" in reasons[3]
-    assert parsed.bad[0].raw == b"2,b,1"
+    assert enc.bad[0].raw == b"2,b,1"
+    assert [b.offset for b in enc.bad] == [data.index(p) for p in (b"2,b", b"x,c", b"4,", b'6,"')]
+    assert enc.batch.message_lines() == [2, 6]
 
 
 def test_too_few_and_too_many_fields_that_balance_out_are_both_bad() -> None:
     layout = Layout(columns=("a", "b", "c"), include_metadata=False,
                     include_event_id=False)
     data = b"1,2,3\n4,5\n6,7,8,9\n10,11,12\n"
-    parsed = parse_chunk(data, layout, 0, 0, 2)
-    assert [(b.line, b.reason) for b in parsed.bad] == [
+    enc = encode(data, layout, line=2)
+    assert [(b.line, b.reason) for b in enc.bad] == [
         (3, "expected 3 fields, found 2"), (4, "expected 3 fields, found 4")
     ]
-    assert [orjson.loads(v)["a"] for v in parsed.values] == ["1", "10"]
+    assert [orjson.loads(v)["a"] for v in enc.values] == ["1", "10"]
 
 
 def test_escape_char_dialect_uses_python_records() -> None:
-    fmt = CsvFormat(escape_char="\\", header=False, columns=["a", "b"])
     data = b'1,"x\\"y"\n\n2,"p\\\nq"\n3,z'
     layout = Layout(columns=("a", "b"), escape_char="\\", include_metadata=False,
                     include_event_id=False)
     recs = list(python_records(io.BytesIO(data), layout))
     assert b"".join(r for r, _ in recs) == data
     start = Checkpoint(0, 0, 1, "f", None)
-    chunks = list(cut_chunks(io.BytesIO(data), layout, start, Tuning(), 100))
-    assert sum(c.rows for c, _ in chunks) == 3
-    c = chunks[0][0]
-    parsed = parse_chunk(c.data, layout, 0, 0, 1, c.spans)
-    assert [orjson.loads(v) for v in parsed.values] == [
+    chunks = list(cut_chunks(io.BytesIO(data), layout, start, max_rows=100, max_bytes=1 << 20))
+    assert sum(c.rows for c in chunks) == 3
+    assert len(chunks) == 1
+    c = chunks[0]
+    assert list(c.records(layout)) == [r for r, _ in recs]
+    enc = ChunkEncoder(layout).encode(c)
+    assert [orjson.loads(v) for v in enc.values] == [
         {"a": "1", "b": 'x"y'}, {"a": "2", "b": "p\nq"}, {"a": "3", "b": "z"}
     ]
-    del fmt
+    assert enc.batch.message_lines() == [1, 3, 5]
 
 
 def test_resolve_layout_checks_columns() -> None:
-    from ingest_worker.dialect import ConfigError, Header
+    from ingest_worker.csv.dialect import ConfigError, Header
 
     spec = CsvIngestionSpec.model_validate(
         {"source": {"url": "x.csv"}, "kafka": {"bootstrapServers": "b:1", "topic": "t",
@@ -354,6 +454,41 @@ def test_resolve_layout_checks_columns() -> None:
         resolve_layout(spec, Header(("a", "b"), 4, 2), "x.csv", None, "utf-8")
     with pytest.raises(ConfigError, match="duplicate"):
         resolve_layout(spec, Header(("a", "a"), 4, 2), "x.csv", None, "utf-8")
+
+
+def test_latin1_file() -> None:
+    """An encoding other than UTF-8 goes the exact path, cut by the compiled core."""
+    layout = Layout(columns=("a", "b"), encoding="iso8859-1", include_metadata=False,
+                    include_event_id=False)
+    data = "1,caf\xe9\n2,\"na\xefve, yes\"\n".encode("latin-1")
+    chunk = whole_chunk(data, layout)
+    enc = ChunkEncoder(layout).encode(chunk)
+    expected = [{"a": "1", "b": "café"}, {"a": "2", "b": "naïve, yes"}]
+    assert [orjson.loads(v) for v in enc.values] == expected
+    good, _ = exact_messages(layout, chunk)
+    assert enc.values == [v for v, _ in good]
+
+
+# --- the error budget -----------------------------------------------------------------------------
+
+
+def test_error_budget_counts_bad_rows() -> None:
+    assert over_budget(ErrorPolicy(), 10**6, 10**6) is None  # by default bad rows never fail
+    pol = ErrorPolicy(max_errors=3)
+    assert over_budget(pol, 3, 3) is None
+    assert over_budget(pol, 4, 10) == "too many bad rows: 4 > maxErrors 3"
+    assert over_budget(ErrorPolicy(max_errors=0), 1, 1) == "too many bad rows: 1 > maxErrors 0"
+
+
+def test_error_budget_ratio_is_judged_from_enough_rows() -> None:
+    pol = ErrorPolicy(max_error_ratio=0.1)
+    assert over_budget(pol, 2, 3) is None  # two bad rows of the first three are no trend
+    n = MIN_ROWS_FOR_RATIO
+    assert over_budget(pol, n // 10, n) is None  # at the ratio, not over it
+    assert over_budget(pol, n // 10 + 1, n) == (
+        f"too many bad rows: {n // 10 + 1} of {n} (10.10%) > maxErrorRatio 0.1")
+    both = ErrorPolicy(max_errors=5, max_error_ratio=0.5)
+    assert over_budget(both, 6, 10) == "too many bad rows: 6 > maxErrors 5"
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -406,12 +541,68 @@ def test_cli_spec_file_manifest_with_flag_override(tmp_path: Path) -> None:
     assert spec.format.delimiter == ";"
 
 
-def test_scan_random_bytes_never_crash() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(50):
-        data = bytes(rng.choice(list(b'a,"\n\r'), size=int(rng.integers(0, 200))).tolist())
-        recs = chunk_records(data, ord('"'), ord(","))
-        assert (recs.ends >= recs.starts).all()
+
+def test_cli_accepts_and_ignores_worker_processes() -> None:
+    base = ["run", "f.csv", "--topic", "t", "--bootstrap-servers", "h:1"]
+    plain = spec_from_args(build_parser().parse_args(base))
+    legacy = spec_from_args(build_parser().parse_args([*base, "--worker-processes"]))
+    assert legacy == plain
+
+
+# --- the producer, without a broker ---------------------------------------------------------------
+
+NO_BROKER = "127.0.0.1:1"
+
+
+def two_messages() -> Batch:
+    return Batch.from_messages([b'{"a":"1"}', b'{"a":"2"}'], [b"1", b"2"], [1, 2], [2, 3],
+                               [0, 10], 2)
+
+
+def test_retries_end_with_the_budget_naming_the_last_error() -> None:
+    """Undeliverable rows are retried (with backoff) until the retry budget has passed without
+    an acknowledgement, then the run fails, saying why: never sooner, never much later."""
+    budget = 3.0
+    producer = RowProducer(producer_config(NO_BROKER, budget), "t", budget)
+    try:
+        producer.send(two_messages())
+        t0 = time.monotonic()
+        with pytest.raises(KafkaUnavailable, match=r"Kafka unavailable for \d+s: .*down"):
+            producer.flush()
+        assert budget - 0.1 <= time.monotonic() - t0 <= budget + 5
+    finally:
+        producer.close(abort=True)
+
+
+def test_producer_abort_lets_go_of_buffers_only_once_librdkafka_is_gone() -> None:
+    """Values are not copied into librdkafka: a worker that stops with messages still queued
+    (here: no broker at all) must destroy the client before the batch is released."""
+    producer = RowProducer(producer_config(NO_BROKER, 60), "t", 60.0)
+    batch = two_messages()
+    producer.send(batch)
+    with pytest.raises(ValueError, match="already sent"):
+        batch.message_values()  # the producer owns it now
+    del batch
+    t0 = time.monotonic()
+    producer.close(abort=True)  # at once: nothing waits for a broker that is not there
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ValueError, match="closed"):
+        producer.send(two_messages())
+
+
+def test_a_stop_request_ends_a_blocked_flush() -> None:
+    import threading
+
+    producer = RowProducer(producer_config(NO_BROKER, 300), "t", 300.0)
+    try:
+        producer.send(two_messages())
+        threading.Timer(1.0, producer.stop).start()
+        t0 = time.monotonic()
+        with pytest.raises(InterruptedError):
+            producer.flush()
+        assert time.monotonic() - t0 < 10
+    finally:
+        producer.close(abort=True)
 
 
 # --- sources and encodings ------------------------------------------------------------------------
@@ -445,47 +636,3 @@ def test_source_opens_at_an_uncompressed_offset(tmp_path: Path, ext: str) -> Non
     same = CsvSource(f"file://{path}")
     assert same.version == src.version
 
-
-def test_latin1_file_both_paths() -> None:
-    layout = Layout(columns=("a", "b"), encoding="iso8859-1", include_metadata=False,
-                    include_event_id=False)
-    data = "1,caf\xe9\n2,\"na\xefve, yes\"\n".encode("latin-1")
-    fast = parse_chunk(data, layout, 0, 0, 1)
-    assert fast.fast
-    recs = chunk_records(data, ord('"'), ord(","))
-    exact = parse_exact(data, layout, Spans(recs.starts, recs.ends, recs.lines), recs, 0, 0, 1)
-    expected = [{"a": "1", "b": "café"}, {"a": "2", "b": "naïve, yes"}]
-    assert [orjson.loads(v) for v in fast.values] == expected
-    assert [orjson.loads(v) for v in exact.values] == expected
-
-
-def test_backoff_grows_with_jitter_and_ends_with_the_budget() -> None:
-    import time as _time
-
-    from ingest_worker.producer import KafkaUnavailable, backoff_deadline
-
-    now = _time.monotonic()
-    for attempt in range(1, 8):
-        wait = backoff_deadline(attempt, now, budget_s=300, last_error=None) - _time.monotonic()
-        assert 0 <= wait <= min(30.0, 0.5 * 2**attempt) + 0.01
-    # Never sleeps past the budget, and fails once it is spent, naming the last error.
-    assert backoff_deadline(20, now - 299.9, 300, None) - _time.monotonic() <= 0.2
-    with pytest.raises(KafkaUnavailable, match=r"Kafka unavailable for 301s: broker down"):
-        backoff_deadline(1, now - 301, 300, "broker down")
-
-
-def test_native_producer_abort_lets_go_of_buffers_only_once_librdkafka_is_gone() -> None:
-    """Values are not copied into librdkafka: a worker that stops with messages still queued
-    (here: no broker at all) must destroy the client before the buffers are released."""
-    from ingest_worker import native
-
-    if not native.available():
-        pytest.skip("librdkafka not found next to confluent_kafka")
-    producer = native.NativeProducer(
-        {"bootstrap.servers": "127.0.0.1:1", "partitioner": "murmur2_random"}, "t", 60.0)
-    payload = b'{"a":"1"}\n{"a":"2"}\n'
-    starts, lens = np.array([0, 10]), np.array([9, 9])
-    producer.produce_chunk(payload, starts, lens, b"12", np.array([0, 1]), np.array([1, 1]))
-    assert producer._queued() == 2 and producer._inflight  # waiting for a broker
-    producer.close(abort=True)
-    assert producer.rk is None and not producer._inflight
