@@ -135,8 +135,9 @@ class TopicCreation(ApiModel):
     """The topic to create when it does not exist (the data topic, and the dead-letter topic)."""
 
     partitions: int = Field(default=1, ge=1)
+    """Partitions of a created topic: the ceiling of consumer parallelism on it."""
     replication_factor: int = Field(default=-1, ge=-1)
-    """-1: the broker's default.replication.factor."""
+    """Replicas of each partition; -1: the broker's default.replication.factor."""
     config: dict[str, str] = Field(default_factory=dict)
     """Topic configs (retention.ms, max.message.bytes, cleanup.policy, ...)."""
 
