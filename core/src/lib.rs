@@ -293,8 +293,25 @@ impl Producer {
     }
 }
 
+/// Chunk-sized buffers (a few MB each, freed as each chunk is acknowledged) get their own
+/// mappings, returned to the system on free. glibc's default threshold rises to the size of
+/// the largest block freed, after which such buffers come from the heap and its arenas, which
+/// keep them: measured, peak RSS 98 MB on 1M rows and 108 MB on 10M; with 1 MB, 84 and 86 MB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold() {
+    extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+    unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
+
 #[pymodule]
 fn csvkafka_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fix_mmap_threshold();
     m.add_function(wrap_pyfunction!(cut, m)?)?;
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
