@@ -40,9 +40,10 @@ pub fn is_plain(s: &[u8]) -> bool {
     s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// A float as orjson writes it: Python's `repr` (the shortest digits that round-trip, fixed
-/// notation for exponents from -4 to 15) with the exponent unpadded (`1e-7`, `1e+16`);
-/// infinities and NaN as null.
+/// A float as orjson writes it: the shortest digits that round-trip (Python's `repr`'s), in
+/// fixed notation for exponents from -5 to 15 (one more than `repr`: orjson writes `0.00001`
+/// where `repr` writes `1e-05`), else with the exponent unpadded (`1e-6`, `1e+16`); infinities
+/// and NaN as null.
 pub fn float_into(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
@@ -81,7 +82,7 @@ pub fn float_into(out: &mut Vec<u8>, v: f64) {
     if neg {
         out.push(b'-');
     }
-    if (-4..16).contains(&exp10) {
+    if (-5..16).contains(&exp10) {
         if exp10 < 0 {
             out.extend_from_slice(b"0.");
             out.extend(std::iter::repeat(b'0').take((-exp10 - 1) as usize));
@@ -128,7 +129,9 @@ mod tests {
             (123456789012345680.0, "1.2345678901234568e+17"), (0.1, "0.1"), (5e-324, "5e-324"),
             (1.7976931348623157e308, "1.7976931348623157e+308"), (100.0, "100.0"),
             (-0.0, "-0.0"), (12.5, "12.5"), (1234567.0, "1234567.0"), (f64::INFINITY, "null"),
-            (9999000000000000.0, "9999000000000000.0"), (-2.5e-5, "-2.5e-5"),
+            (9999000000000000.0, "9999000000000000.0"), (-2.5e-5, "-0.000025"),
+            (1e-5, "0.00001"), (1.2345678901234568e-5, "0.000012345678901234568"),
+            (9.99e-6, "9.99e-6"), (9.999999999999999e-6, "9.999999999999999e-6"), (1e-6, "1e-6"),
         ] {
             assert_eq!(f(v), want, "{v:e}");
         }
