@@ -1,15 +1,17 @@
-"""The vectorised partitioners: the Java client's murmur2 and librdkafka's CRC-32, exactly."""
+"""The compiled core's partitioners: the Java client's murmur2 and librdkafka's CRC-32, exactly,
+and the partitions librdkafka itself chooses, as a real broker records them."""
 
 from __future__ import annotations
 
+import random
 import zlib
+from collections.abc import Callable
 
-import numpy as np
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from csvkafka_core import murmur2, partition_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from ingest_worker.partition import Partitioner, crc32, for_config, murmur2
 
 # Kafka's own test vectors (clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java).
 JAVA_MURMUR2 = {
@@ -20,6 +22,7 @@ JAVA_MURMUR2 = {
     b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
     b"abc": 479470107,
 }
+KEY_PARTITIONERS = ("murmur2", "murmur2_random", "consistent", "consistent_random")
 
 
 def scalar_murmur2(data: bytes) -> int:
@@ -43,9 +46,9 @@ def scalar_murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-def packed(keys: list[bytes]) -> tuple[bytes, np.ndarray, np.ndarray]:
-    lens = np.array([len(k) for k in keys], dtype=np.int64)
-    return b"".join(keys), np.cumsum(lens) - lens, lens
+def java_partition(key: bytes, count: int) -> int:
+    """``Utils.toPositive(Utils.murmur2(key)) % numPartitions``: the Java client's choice."""
+    return (scalar_murmur2(key) & 0x7FFFFFFF) % count
 
 
 def signed(u: int) -> int:
@@ -53,69 +56,70 @@ def signed(u: int) -> int:
 
 
 def test_murmur2_matches_the_java_clients_test_vectors() -> None:
-    keys = list(JAVA_MURMUR2)
-    got = murmur2(*packed(keys)).tolist()
-    assert [signed(h) for h in got] == [JAVA_MURMUR2[k] for k in keys]
+    assert {k: signed(murmur2(k)) for k in JAVA_MURMUR2} == JAVA_MURMUR2
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=40), min_size=1, max_size=60))
-def test_murmur2_and_crc32_match_the_scalar_definitions(keys: list[bytes]) -> None:
-    assert murmur2(*packed(keys)).tolist() == [scalar_murmur2(k) for k in keys]
-    assert crc32(*packed(keys)).tolist() == [zlib.crc32(k) for k in keys]
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=60), st.integers(1, 64))
+def test_murmur2_and_crc32_match_the_scalar_definitions(keys: list[bytes], count: int) -> None:
+    assert [murmur2(k) for k in keys] == [scalar_murmur2(k) for k in keys]
+    for k in keys:
+        assert partition_of("murmur2", k, count) == java_partition(k, count)
+        assert partition_of("murmur2_random", k, count) == java_partition(k, count)
+        assert partition_of("consistent", k, count) == zlib.crc32(k) % count
+        assert partition_of("consistent_random", k, count) == zlib.crc32(k) % count
 
 
 def test_partitions_follow_the_hash_and_keyless_messages_stick_to_one() -> None:
-    keys = [b"21", b"", b"foobar", b"\xff\x00", b""]
-    buf, starts, lens = packed(keys)
-    parts = Partitioner("murmur2_random").partitions(len(keys), 7, 3, buf, starts, lens).tolist()
-    assert parts[1] == parts[4] == 3
-    for i in (0, 2, 3):
-        assert parts[i] == (scalar_murmur2(keys[i]) & 0x7FFFFFFF) % 7
-    crc = Partitioner("consistent").partitions(len(keys), 7, 3, buf, starts, lens).tolist()
-    assert crc[0] == zlib.crc32(b"21") % 7
-    assert crc[1] == crc[4] == 0  # librdkafka: the CRC of no key is 0, partition 0
+    for key in (b"21", b"foobar", b"\xff\x00", b""):
+        assert partition_of("murmur2_random", key, 7, 3) == java_partition(key, 7)
+        assert partition_of("consistent", key, 7, 3) == zlib.crc32(key) % 7
+    # The _random ones put a keyless message on the batch's sticky partition.
+    assert partition_of("murmur2_random", None, 7, 3) == 3
+    assert partition_of("consistent_random", None, 7, 5) == 5
     # murmur2 (not _random) hashes a missing key as the empty one, as librdkafka does
-    empty = (scalar_murmur2(b"") & 0x7FFFFFFF) % 5
-    assert Partitioner("murmur2").partitions(4, 5, 2, None, None, None).tolist() == [empty] * 4
-    assert Partitioner("murmur2_random").partitions(4, 5, 2, None, None, None).tolist() == [2] * 4
+    assert partition_of("murmur2", None, 5, 2) == java_partition(b"", 5)
+    assert partition_of("consistent", None, 7, 3) == 0  # librdkafka: CRC of no key is 0
 
 
-@pytest.mark.parametrize(
-    ("conf", "name"),
-    [({}, "consistent_random"), ({"partitioner": "murmur2_random"}, "murmur2_random"),
-     ({"partitioner": "consistent"}, "consistent")],
-)
-def test_for_config_defaults_to_librdkafkas_partitioner(conf: dict[str, object], name: str) -> None:
-    p = for_config(conf)
-    assert p is not None and p.name == name
+@pytest.mark.parametrize("name", ["random", "fnv1a", "fnv1a_random", "nope"])
+def test_partitioners_without_a_compiled_form_are_left_to_librdkafka(name: str) -> None:
+    with pytest.raises(ValueError, match="not a key partitioner"):
+        partition_of(name, b"k", 6)
 
 
-@pytest.mark.parametrize("name", ["random", "fnv1a", "fnv1a_random"])
-def test_partitioners_without_a_vectorised_form_are_left_to_librdkafka(name: str) -> None:
-    assert for_config({"partitioner": name}) is None
+# --- against librdkafka itself, through the real broker ---------------------------------------
 
 
-def test_partitions_equal_librdkafkas_own_partitioner_functions() -> None:
-    """The partitioner functions librdkafka exports, called directly (keyed messages, and the
-    null key for the partitioners that hash it)."""
-    import ctypes
-    import random
-
-    from ingest_worker.native import _load
-
-    lib = _load()
+@pytest.mark.parametrize("name", KEY_PARTITIONERS)
+def test_partitions_equal_librdkafkas_own_partitioner(
+    name: str, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """librdkafka's partitioner of that name (confluent_kafka's producer) places random keys,
+    the broker records where: the compiled core computes the same partition for every key.
+    With murmur2 that is where the Java client puts them too."""
+    count = 7
+    topic = new_topic(partitions=count)
     rnd = random.Random(11)
-    keys = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 30))) for _ in range(500)]
-    buf, starts, lens = packed(keys)
-    for name in ("murmur2", "murmur2_random", "consistent", "consistent_random"):
-        fn = getattr(lib, f"rd_kafka_msg_partitioner_{name}")
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int32,
-                       ctypes.c_void_p, ctypes.c_void_p]
-        fn.restype = ctypes.c_int32
-        for count in (1, 6, 7, 12):
-            ours = Partitioner(name).partitions(len(keys), count, 0, buf, starts, lens).tolist()
-            assert ours == [fn(None, k, len(k), count, None, None) for k in keys], (name, count)
-            if not name.endswith("_random"):  # the _random ones pick a live partition: no rkt
-                keyless = Partitioner(name).partitions(1, count, 0, None, None, None).tolist()
-                assert keyless == [fn(None, None, 0, count, None, None)], (name, count)
+    keys = list({bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 30)))
+                 for _ in range(300)})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": name})
+    for i, k in enumerate(keys):
+        producer.produce(topic, value=str(i).encode(), key=k)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(count)])
+        placed: dict[bytes, int] = {}
+        while len(placed) < len(keys):
+            batch = consumer.consume(500, timeout=10)
+            assert batch, f"only {len(placed)} of {len(keys)} messages came back"
+            for m in batch:
+                assert m.error() is None, m.error()
+                placed[m.key()] = m.partition()
+    finally:
+        consumer.close()
+    assert {k: partition_of(name, k, count) for k in keys} == placed
+    if name.startswith("murmur2"):
+        assert placed == {k: java_partition(k, count) for k in keys}
