@@ -4,7 +4,7 @@ Truth is Python's ``csv`` module, read by the independent verifier (ingest_worke
 
 * end to end (the worker's API against the real broker): what lands in Kafka equals what
   Python's csv reads, bad rows go to the dead-letter topic exactly;
-* the parser alone (the worker's chunk cutter + chunk parser, with tiny random block and chunk
+* the parser alone (the worker's chunk cutter + chunk encoder, with tiny random block and chunk
   sizes so records straddle every boundary), many more examples, no broker;
 * resume: from ANY record boundary of the file, a run publishes exactly the rows after it, with
   the same ids and line numbers as a run from the start.
@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, Counters, MemoryCheckpointStore
-from ingest_worker.dialect import Layout, event_id_prefix
-from ingest_worker.parse import parse_chunk
-from ingest_worker.pipeline import Tuning, cut_chunks, run_ingestion
+from ingest_worker.csv.chunks import cut_chunks
+from ingest_worker.csv.dialect import Layout, event_id_prefix
+from ingest_worker.csv.encode import ChunkEncoder
+from ingest_worker.run import run_ingestion
 from ingest_worker.verify import (
     BadRow,
     CsvFormat,
@@ -166,17 +167,21 @@ def _layout(gen: GeneratedCsv, url: str, version: str) -> tuple[Layout, int, int
 
 
 def _worker_messages(
-    gen: GeneratedCsv, layout: Layout, start: Checkpoint, tuning: Tuning, max_rows: int
+    gen: GeneratedCsv, layout: Layout, start: Checkpoint, *, read_bytes: int, max_bytes: int,
+    max_rows: int
 ) -> tuple[list[_Msg], list[_Msg]]:
+    """The messages and dead letters the worker makes of the file from ``start``: its reader's
+    cut (``cut_chunks``) and its workers' encoder (``ChunkEncoder``), no broker."""
     stream = io.BytesIO(gen.data)
     stream.seek(start.byte_offset)
+    encoder = ChunkEncoder(layout)
     good: list[_Msg] = []
     bad: list[_Msg] = []
-    for chunk, _meta in cut_chunks(stream, layout, start, tuning, max_rows):
-        parsed = parse_chunk(chunk.data, layout, chunk.start_offset, chunk.start_row,
-                             chunk.start_line, chunk.spans)
-        good += [_Msg(v) for v in parsed.values]
-        bad += [_Msg(b.raw, [("offset", str(b.offset).encode())]) for b in parsed.bad]
+    for chunk in cut_chunks(stream, layout, start, max_rows=max_rows, max_bytes=max_bytes,
+                            read_bytes=read_bytes):
+        encoded = encoder.encode(chunk)
+        good += [_Msg(v) for v in encoded.values]
+        bad += [_Msg(b.raw, [("offset", str(b.offset).encode())]) for b in encoded.bad]
     return good, bad
 
 
@@ -192,9 +197,8 @@ def test_parser_equals_python_csv_at_any_block_size(
     url, version = "file:///fuzz.csv", "v1"
     layout, data_offset, data_line = _layout(gen, url, version)
     start = Checkpoint(data_offset, 0, data_line, url, version)
-    tuning = Tuning(read_block_bytes=block, max_chunk_bytes=max(block, 64),
-                    max_chunk_rows=chunk_rows)
-    good, bad = _worker_messages(gen, layout, start, tuning, chunk_rows)
+    good, bad = _worker_messages(gen, layout, start, read_bytes=block,
+                                 max_bytes=max(block, 64), max_rows=chunk_rows)
     report = verify_messages(io.BytesIO(gen.data), good, gen.fmt(), source_url=url,
                              id_prefix=layout.id_prefix, dead_letters=bad)
     assert report.ok and report.duplicates == 0, f"{report.summary()}\nfile: {gen.data!r}"
@@ -220,8 +224,8 @@ def test_resume_from_any_record_boundary(gen: GeneratedCsv, pick: int, block: in
         bounds.append((end, rec.line + rec.raw.count(b"\n"), n))
     offset, line, row = bounds[pick % len(bounds)]
     start = Checkpoint(offset, row, line, url, version, Counters())
-    tuning = Tuning(read_block_bytes=block, max_chunk_rows=3)
-    good, bad = _worker_messages(gen, layout, start, tuning, 3)
+    good, bad = _worker_messages(gen, layout, start, read_bytes=block, max_bytes=2 << 20,
+                                 max_rows=3)
     report = verify_messages(io.BytesIO(gen.data), good, gen.fmt(), source_url=url,
                              id_prefix=layout.id_prefix, dead_letters=bad)
     expected_good = sum(1 for r in rows if isinstance(r, GoodRow) and r.offset >= offset)
