@@ -5,7 +5,8 @@ Truth is Python's ``csv`` module, read by the independent verifier (ingest_worke
 * end to end (the worker's API against the real broker): what lands in Kafka equals what
   Python's csv reads, bad rows go to the dead-letter topic exactly;
 * the parser alone (the worker's chunk cutter + chunk encoder, with tiny random block and chunk
-  sizes so records straddle every boundary), many more examples, no broker;
+  sizes so records straddle every boundary), many more examples, no broker; also on malformed
+  files no CSV writer makes;
 * resume: from ANY record boundary of the file, a run publishes exactly the rows after it, with
   the same ids and line numbers as a run from the start.
 """
@@ -199,6 +200,34 @@ def test_parser_equals_python_csv_at_any_block_size(
     start = Checkpoint(data_offset, 0, data_line, url, version)
     good, bad = _worker_messages(gen, layout, start, read_bytes=block,
                                  max_bytes=max(block, 64), max_rows=chunk_rows)
+    report = verify_messages(io.BytesIO(gen.data), good, gen.fmt(), source_url=url,
+                             id_prefix=layout.id_prefix, dead_letters=bad)
+    assert report.ok and report.duplicates == 0, f"{report.summary()}\nfile: {gen.data!r}"
+
+
+# What no CSV writer makes: quotes inside unquoted fields, bare CRs, NULs, invalid UTF-8,
+# unterminated quotes, wrong field counts, among plain fields.
+_PLAIN = [b"a", b"1", b" ", b"\xc3\xa9"] * 3
+_BARE = st.lists(st.sampled_from([*_PLAIN, b'"', b"\r", b"\x00", b"\xff"]), max_size=4)
+_QUOTED = st.lists(st.sampled_from([*_PLAIN, b",", b'"', b'""', b"\n", b"\r\n", b"\r", b"\xff"]),
+                   max_size=4)
+_FIELD = st.one_of(_BARE.map(b"".join), _QUOTED.map(lambda p: b'"' + b"".join(p) + b'"'))
+_RECORD = st.sampled_from([2, 2, 2, 1, 3]).flatmap(
+    lambda n: st.lists(_FIELD, min_size=n, max_size=n)).map(b",".join)
+GARBAGE = st.lists(st.tuples(_RECORD, st.sampled_from([b"\n", b"\r\n", b"\n\n", b""])),
+                   max_size=15).map(lambda recs: b"".join(r + eol for r, eol in recs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=GARBAGE, block=st.integers(1, 64), chunk_rows=st.integers(1, 5))
+def test_parser_equals_python_csv_on_malformed_files(body: bytes, block: int,
+                                                     chunk_rows: int) -> None:
+    gen = GeneratedCsv(b"a,b\n" + body, ",", ("a", "b"))
+    url, version = "file:///fuzz.csv", "v1"
+    layout, data_offset, data_line = _layout(gen, url, version)
+    start = Checkpoint(data_offset, 0, data_line, url, version)
+    good, bad = _worker_messages(gen, layout, start, read_bytes=block,
+                                 max_bytes=max(block, 16), max_rows=chunk_rows)
     report = verify_messages(io.BytesIO(gen.data), good, gen.fmt(), source_url=url,
                              id_prefix=layout.id_prefix, dead_letters=bad)
     assert report.ok and report.duplicates == 0, f"{report.summary()}\nfile: {gen.data!r}"
