@@ -27,7 +27,6 @@ from ingest_worker.api.spec import ColumnType, CsvIngestionSpec
 from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, MemoryCheckpointStore
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
-from ingest_worker.metrics import Metrics
 from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion
 
 
@@ -183,8 +182,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     store: CheckpointStore = (
         FileCheckpointStore(args.checkpoint) if args.checkpoint else MemoryCheckpointStore()
     )
-    metrics = Metrics()
+    metrics = None
     if args.metrics_port:
+        from ingest_worker.metrics import Metrics
+
+        metrics = Metrics()
         metrics.serve(args.metrics_port)
     stop = threading.Event()
     install_signal_handlers(stop)

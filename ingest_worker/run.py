@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import IO, TextIO, cast
+from typing import IO, TYPE_CHECKING, TextIO, cast
 
 import orjson
 
@@ -52,10 +52,12 @@ from ingest_worker.exitcodes import (
 from ingest_worker.kafka.producer import producer_config
 from ingest_worker.kafka.topics import TopicError, ensure_topics
 from ingest_worker.logs import Progress, fmt_duration
-from ingest_worker.metrics import Metrics
 from ingest_worker.policy import over_budget
 from ingest_worker.sources import CsvSource, SourceError
 from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure
+
+if TYPE_CHECKING:  # imported by whoever serves metrics: prometheus_client costs 30 ms of a start
+    from ingest_worker.metrics import Metrics
 
 log = logging.getLogger("ingest_worker")
 
@@ -98,6 +100,27 @@ class _Fatal(Exception):
         self.exit_code = exit_code
 
 
+class _Check:
+    """A check run in a thread; ``wait`` returns once it passed, or raises what it raised."""
+
+    def __init__(self, check: Callable[..., None], *args: object) -> None:
+        self.error: BaseException | None = None
+
+        def main() -> None:
+            try:
+                check(*args)
+            except BaseException as e:
+                self.error = e
+
+        self.thread = threading.Thread(target=main, name="csv-check", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _Reader:
     """The reader thread: cuts the source into chunks and dispatches them, at most ``window``
     ahead of the watermark (the slots are given back as the watermark passes chunks)."""
@@ -133,7 +156,8 @@ class _Reader:
                         return
                     self.ends[chunk.seq] = chunk  # before the send: the result may come fast
                     run.dispatch(chunk)
-                    run.metrics.lines.labels("read").inc(chunk.rows)
+                    if run.metrics is not None:
+                        run.metrics.lines.labels("read").inc(chunk.rows)
                     n += 1
                 self.chunks = n
         except BaseException as e:
@@ -144,7 +168,9 @@ class _Reader:
 class _Run:
     spec: CsvIngestionSpec
     store: CheckpointStore
-    metrics: Metrics
+    metrics: Metrics | None
+    """None: no metrics (the command line without --metrics-port: no Prometheus client to
+    import, a shorter start)."""
     tuning: Tuning
     errors_log: TextIO | None
     reporter: Callable[[Checkpoint], None] | None
@@ -189,8 +215,10 @@ class _Run:
             msg = self._summary(cp, "already complete")
             self.store.final(cp, Outcome(True, msg))
             return IngestResult(True, EXIT_OK, msg, cp, 0.0)
-        # Before any row is read: a missing topic fails here, by name, not as a broker outage.
-        ensure_topics(spec.kafka, spec.kafka.retry_budget_seconds)
+        # Before any row is sent: a missing topic fails by name, not as a broker outage. The
+        # check waits on the broker (its first answer takes ~50 ms): meanwhile the header is
+        # read and the workers connect.
+        topics = _Check(ensure_topics, spec.kafka, spec.kafka.retry_budget_seconds)
         with source.open(0) as f:
             header = read_header(f, spec.format, encoding)
         self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
@@ -208,12 +236,13 @@ class _Run:
             start = replace(cp, counters=counters)
             log.info("Resuming from checkpoint", extra={
                 "byte_offset": cp.byte_offset, "row": cp.row, "line": cp.line})
-        self.metrics.bytes_total.set(source.size if source.size is not None else -1)
-        self.metrics.offset.set(start.byte_offset)
+        if self.metrics is not None:
+            self.metrics.bytes_total.set(source.size if source.size is not None else -1)
+            self.metrics.offset.set(start.byte_offset)
         log.info(f"Started processing file {source.url}", extra={
             "source": source.url, "version": source.version, "byte_offset": start.byte_offset,
             "columns": list(self.layout.columns)})
-        return self._pump(source, start)
+        return self._pump(source, start, topics)
 
     def _summary(self, cp: Checkpoint, what: str) -> str:
         c = cp.counters
@@ -252,9 +281,10 @@ class _Run:
             except queue.Full:
                 continue
 
-    def _pump(self, source: CsvSource, start: Checkpoint) -> IngestResult:
+    def _pump(self, source: CsvSource, start: Checkpoint, topics: _Check) -> IngestResult:
         spec, tuning = self.spec, self.tuning
         self._start_workers()
+        topics.wait()
         window = max(2, tuning.window_per_worker * len(self.workers))
         # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2, see
         # save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
@@ -305,7 +335,8 @@ class _Run:
                         raise _Fatal(why, EXIT_TOO_MANY_ERRORS)
                 now = time.monotonic()
                 if wm.checkpoint.byte_offset > bytes_counted:
-                    self.metrics.bytes_read.inc(wm.checkpoint.byte_offset - bytes_counted)
+                    if self.metrics is not None:
+                        self.metrics.bytes_read.inc(wm.checkpoint.byte_offset - bytes_counted)
                     bytes_counted = wm.checkpoint.byte_offset
                 if wm.checkpoint.row - saved.row >= save_rows or (
                     now - last_save >= spec.checkpoint.every_seconds
@@ -334,8 +365,9 @@ class _Run:
             self.store.final(saved, Outcome(False, fatal.args[0]))
             return IngestResult(False, fatal.exit_code, fatal.args[0], saved, duration)
         cp = replace(cp, done=True)
-        self.metrics.offset.set(cp.byte_offset)
-        self.metrics.duration.observe(duration)
+        if self.metrics is not None:
+            self.metrics.offset.set(cp.byte_offset)
+            self.metrics.duration.observe(duration)
         summary = self._summary(cp, "completed")
         log.info(
             f"Finished file {source.url} (Duration: {fmt_duration(duration)}, "
@@ -383,14 +415,15 @@ class _Run:
             w.join(timeout=5)
 
     def _account(self, r: ChunkResult) -> None:
-        m = self.metrics
-        m.lines.labels("processed").inc(r.rows_published)
-        m.chunk_duration.observe(r.seconds)
         self.read += r.rows_read
-        if r.bad:
-            m.lines.labels("error").inc(len(r.bad))
-            m.errors.inc(len(r.bad))
-            self.failed += len(r.bad)
+        self.failed += len(r.bad)
+        m = self.metrics
+        if m is not None:
+            m.lines.labels("processed").inc(r.rows_published)
+            m.chunk_duration.observe(r.seconds)
+            if r.bad:
+                m.lines.labels("error").inc(len(r.bad))
+                m.errors.inc(len(r.bad))
 
     def _report_bad(self, bad: list[BadRow]) -> None:
         """Logs bad rows; called in file order, as the watermark passes their chunk."""
@@ -406,7 +439,8 @@ class _Run:
 
     def _save(self, cp: Checkpoint) -> Checkpoint:
         self.store.save(cp)
-        self.metrics.offset.set(cp.byte_offset)
+        if self.metrics is not None:
+            self.metrics.offset.set(cp.byte_offset)
         log.debug(f"Checkpoint saved at offset {cp.byte_offset}",
                   extra={"byte_offset": cp.byte_offset, "row": cp.row, "line": cp.line})
         if self.reporter is not None:
@@ -427,7 +461,7 @@ def run_ingestion(
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
     ``store`` gives the checkpoint to resume from and receives new ones; ``reporter`` is called
-    after each saved checkpoint; ``stop`` (set from another thread or a signal handler) asks for
+    after each saved checkpoint; ``metrics`` receives the run's Prometheus metrics (None: none); ``stop`` (set from another thread or a signal handler) asks for
     a graceful stop that saves the checkpoint. Expected failures (source missing or changed,
     Kafka unavailable past the retry budget, too many bad rows, bad configuration) are returned
     as a result with ``completed=False`` and a non-zero ``exit_code``, never raised.
@@ -435,7 +469,7 @@ def run_ingestion(
     run = _Run(
         spec=spec,
         store=store,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         tuning=tuning or Tuning(),
         errors_log=errors_log,
         reporter=reporter,

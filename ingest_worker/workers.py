@@ -106,6 +106,7 @@ class Worker:
         cfg = self.cfg
         encoder = ChunkEncoder(cfg.layout)
         producer = self.producer = RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s)
+        producer.warm_up()  # while the run checks the topics and reads the first block
         sent: _Sent | None = None
         try:
             while not self.stopping.is_set():

@@ -244,6 +244,12 @@ impl Producer {
         Ok(Producer { core: Mutex::new(Some(p)), stop })
     }
 
+    /// Connects and looks the topic's partitions up now, rather than at the first `send`
+    /// (the broker's first answer takes tens of milliseconds): the topic's partition count.
+    fn warm_up(&self, py: Python<'_>) -> PyResult<Option<u32>> {
+        self.with(py, |p| Ok(p.partition_count()))
+    }
+
     /// Hands the batch's ready messages to librdkafka (waiting while its queue is full).
     fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>) -> PyResult<()> {
         let mut b = batch.borrow_mut();

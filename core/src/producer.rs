@@ -137,7 +137,8 @@ impl Producer {
         }
     }
 
-    fn partition_count(&mut self) -> Option<u32> {
+    /// The topic's partition count (cached; None while unknown): also opens the connection.
+    pub fn partition_count(&mut self) -> Option<u32> {
         let max_age = if self.count.is_some() { COUNT_MAX_AGE } else { COUNT_RETRY };
         if self.count_at.is_some_and(|t| t.elapsed() < max_age) {
             return self.count;

@@ -28,6 +28,9 @@ class ApiModel(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        # Validators are built on first use: a worker validates a spec and never builds the
+        # status models (15-25 ms of its start).
+        defer_build=True,
     )
 
     def to_wire(self) -> dict[str, Any]:

@@ -74,6 +74,11 @@ class RowProducer:
         self.core = Producer(settings, topic, retry_budget_s)
         self.max_message_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_BYTES))
 
+    def warm_up(self) -> None:
+        """Connects now (the broker's first answer takes tens of milliseconds), so that the
+        first send does not wait for it."""
+        self.core.warm_up()
+
     def send(self, batch: Batch) -> None:
         """Hands the batch to librdkafka (waiting while its queue is full). The batch is the
         producer's from here on."""
