@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-# Runs argv[1:], then prints the largest max-RSS (KiB) of any waited-for descendant: the worker's
-# main process and its pool processes are all reaped by the time the command exits.
+# Runs argv[1:], then prints the largest max-RSS (KiB) of any waited-for descendant: the worker
+# (one process, its workers are threads) is reaped by the time the command exits.
 _RSS_WRAPPER = (
     "import resource, subprocess, sys\n"
     "rc = subprocess.run(sys.argv[1:]).returncode\n"
