@@ -172,7 +172,12 @@ def test_sigkill_cli_worker_ten_times(
     tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
     """Ten SIGKILLs of the worker (its whole process group) at random points, each followed by
-    a restart from the file checkpoint, as a supervisor would; the last run finishes."""
+    a restart from the file checkpoint, as a supervisor would; the last run finishes.
+
+    The kill points are places in the file, not times: the whole file takes a few seconds, so
+    kills on a clock would often find the run already done. Each run is killed a moment after
+    its checkpoint passes a random row of the first 90%; a row the checkpoint is already past
+    makes a kill during start-up, before any work."""
     seed = seed_for("sigkill-cli")
     rng = random.Random(seed)
     topic = new_topic(partitions=3)
@@ -183,19 +188,30 @@ def test_sigkill_cli_worker_ten_times(
            "--bootstrap-servers", kafka_bootstrap, "--checkpoint", str(cp),
            "--checkpoint-rows", str(EVERY_ROWS), "--checkpoint-seconds", "1",
            "--parallelism", "2", "--log-level", "WARNING"]
+
+    def checkpoint_row() -> int:
+        if not cp.exists():
+            return -1
+        return int(json.loads(cp.read_text())["checkpoint"]["row"])
+
+    targets = sorted(int(rng.uniform(0.0, 0.9) * rows) for _ in range(10))
     kills = 0
     last_row = -1
     for _attempt in range(40):
         proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills < 10:
-            time.sleep(rng.uniform(0.5, 2.0))  # startup is ~1 s: some kills land before work
+            deadline = time.monotonic() + 120
+            while (proc.poll() is None and checkpoint_row() < targets[kills]
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 kills += 1
         rc = proc.wait(timeout=300)
         if cp.exists():
-            row = json.loads(cp.read_text())["checkpoint"]["row"]
+            row = checkpoint_row()
             assert row >= last_row, f"checkpoint went back {last_row} -> {row}"
             last_row = row
         if rc == 0:
