@@ -186,8 +186,12 @@ class _Run:
         try:
             return self._run()
         finally:
+            # Joined, not left as daemons: a thread still inside the compiled core when the
+            # interpreter exits aborts the process (python/cpython#87135).
             for w in self.workers:
                 w.stop()
+            for w in self.workers:
+                w.join(timeout=10)
 
     def _run(self) -> IngestResult:
         spec = self.spec
@@ -461,8 +465,9 @@ def run_ingestion(
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
     ``store`` gives the checkpoint to resume from and receives new ones; ``reporter`` is called
-    after each saved checkpoint; ``metrics`` receives the run's Prometheus metrics (None: none); ``stop`` (set from another thread or a signal handler) asks for
-    a graceful stop that saves the checkpoint. Expected failures (source missing or changed,
+    after each saved checkpoint; ``metrics`` receives the run's Prometheus metrics (None: none);
+    ``stop`` (set from another thread or a signal handler) asks for a graceful stop that saves
+    the checkpoint. Expected failures (source missing or changed,
     Kafka unavailable past the retry budget, too many bad rows, bad configuration) are returned
     as a result with ``completed=False`` and a non-zero ``exit_code``, never raised.
     """
