@@ -2,7 +2,9 @@
 
 Written by two parties through the status subresource, each owning its own fields: the operator
 (phase, run, jobName, conditions, times, message) and the worker (checkpoint, counters,
-progress, attempts, sourceVersion, lastError). Small and scalar: etcd objects stay small.
+progress, attempts, sourceVersion, lastError). Small and scalar: etcd objects stay small. An
+ingestion of many files or shards will also have ``units`` (:mod:`.units`), bounded in size
+whatever the number of units; a single-file run has none.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from ingest_worker.api.spec import ApiModel
+from ingest_worker.api.units import UnitsStatus
 
 
 class Phase(StrEnum):
@@ -98,6 +101,9 @@ class CsvIngestionStatus(ApiModel):
     """The last fatal error reported by a worker of the current run."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The .metadata.generation of the spec the current run was started from."""
+    units: UnitsStatus | None = None
+    """The work units of an ingestion of many files or shards: counts by state, totals, the
+    units in progress and the failed ones. Absent for a single file."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing and Failed conditions."""
 

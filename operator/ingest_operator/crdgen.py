@@ -177,6 +177,8 @@ def build_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        # "Files 812/5000" or "Shards 7/12"; empty for a single file.
+                        {"name": "Units", "type": "string", "jsonPath": ".status.units.progress"},
                         {"name": "Rows", "type": "integer", "jsonPath": ".status.rowsPublished"},
                         {"name": "Errors", "type": "integer", "jsonPath": ".status.rowsFailed"},
                         {
