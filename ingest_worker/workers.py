@@ -1,9 +1,10 @@
 """The workers: threads that encode chunks, send them, and report each once acknowledged.
 
 The compiled core releases the GIL while it encodes, produces and waits for acknowledgements,
-so P worker threads use P cores in one process. Each worker owns one producer. It encodes chunk
-k+1 while librdkafka still delivers chunk k, then flushes k (short: most of it is out by then)
-and reports it, so encoding and producing overlap inside a worker as well as across workers.
+so P worker threads use P cores in one process. Each worker owns one producer and streams: it
+encodes and sends chunk after chunk, and reports each as the producer says its every row is
+acknowledged (or refused and dead-lettered), with no flush between chunks. How many chunks are
+in flight is the run's window, not the worker's.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from csvkafka_core import cut
+from csvkafka_core import Batch, cut
 
 from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout
 from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, strip_eol
 from ingest_worker.kafka.deadletter import dead_letter
-from ingest_worker.kafka.producer import KafkaUnavailable, Refusal, RowProducer
+from ingest_worker.kafka.producer import Completed, KafkaUnavailable, Refusal, RowProducer
 
 log = logging.getLogger("ingest_worker")
 
@@ -61,9 +62,14 @@ class WorkerFailure:
 @dataclass
 class _Sent:
     chunk: Chunk
-    encoded: Encoded
+    rows_read: int
     published: int
+    bad: list[BadRow]
     started: float
+
+
+_IDLE = object()
+"""No chunk came: serve the producer's reports only."""
 
 
 def refused_row(chunk: Chunk, layout: Layout, refusal: Refusal) -> BadRow:
@@ -107,55 +113,58 @@ class Worker:
         encoder = ChunkEncoder(cfg.layout)
         producer = self.producer = RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s)
         producer.warm_up()  # while the run checks the topics and reads the first block
-        sent: _Sent | None = None
+        sent: dict[int, _Sent] = {}
         try:
             while not self.stopping.is_set():
                 try:
-                    # With a chunk in flight, wait only briefly for the next one: flush when idle.
-                    item = self.inbox.get(timeout=0.02 if sent is not None else 0.2)
+                    # With chunks in flight, look for reports often; idle, wait for a chunk.
+                    item: Chunk | object | None = self.inbox.get(timeout=0.005 if sent else 0.2)
                 except queue.Empty:
-                    if sent is not None:
-                        self._finish(producer, sent)
-                        sent = None
-                    continue
+                    item = _IDLE
                 if item is None:  # no more chunks
-                    if sent is not None:
-                        self._finish(producer, sent)
+                    self._report(producer, producer.flush(), sent)
                     return
-                started = time.monotonic()
-                encoded = encoder.encode(item)
-                if sent is not None:
-                    self._finish(producer, sent)
-                published = len(encoded)
-                producer.send(encoded.batch)
-                if not self.sent_any:
-                    self.sent_any = True
-                    log.debug("First batch sent", extra={"unix_time": time.time()})
-                self._dead_letter(producer, encoded.bad)
-                sent = _Sent(item, encoded, published, started)
+                if isinstance(item, Chunk):
+                    self._send(producer, item, encoder.encode(item), sent)
+                if sent:
+                    self._report(producer, producer.poll(0 if item is not _IDLE else 0.01), sent)
         finally:
             # Any way out: what is not acknowledged is dropped (the checkpoint does not cover
             # it), and librdkafka is gone before the batches it points into.
             producer.close(abort=True)
 
-    def _dead_letter(self, producer: RowProducer, bad: list[BadRow]) -> None:
+    def _send(self, producer: RowProducer, chunk: Chunk, encoded: Encoded,
+              sent: dict[int, _Sent]) -> None:
+        started = time.monotonic()
+        published = len(encoded)
+        batch = producer.send(encoded.batch)
+        self._dead_letter(producer, batch, encoded.bad)
+        sent[batch] = _Sent(chunk, encoded.rows_read, published, encoded.bad, started)
+        if not self.sent_any:
+            self.sent_any = True
+            log.debug("First batch sent", extra={"unix_time": time.time()})
+
+    def _dead_letter(self, producer: RowProducer, batch: int, bad: list[BadRow]) -> None:
         if self.cfg.dead_letter_topic:
             for b in bad:
-                producer.send_dead_letter(self.cfg.dead_letter_topic, dead_letter(
+                producer.send_dead_letter(batch, self.cfg.dead_letter_topic, dead_letter(
                     b, self.cfg.layout.source_url, producer.max_message_bytes))
 
-    def _finish(self, producer: RowProducer, sent: _Sent) -> None:
-        refused = producer.flush()
-        bad = sent.encoded.bad
-        if refused:
-            extra = [refused_row(sent.chunk, self.cfg.layout, r) for r in refused]
-            self._dead_letter(producer, extra)
-            if producer.flush():
-                raise KafkaUnavailable("the dead-letter topic refused a record")
-            bad = sorted(bad + extra, key=lambda b: b.offset)
-        self.results.put(ChunkResult(sent.chunk.seq, self.index, sent.encoded.rows_read,
-                                     sent.published - len(refused), bad,
-                                     time.monotonic() - sent.started))
+    def _report(self, producer: RowProducer, done: list[Completed],
+                sent: dict[int, _Sent]) -> None:
+        """Reports completed chunks. A chunk with refused rows first waits for their dead
+        letters, carried by an empty batch of its own."""
+        for batch, refused in done:
+            s = sent.pop(batch)
+            if refused:
+                extra = [refused_row(s.chunk, self.cfg.layout, r) for r in refused]
+                carrier = producer.send(Batch.from_messages([], None, [], [], [], 0))
+                self._dead_letter(producer, carrier, extra)
+                sent[carrier] = _Sent(s.chunk, s.rows_read, s.published - len(refused),
+                                      sorted(s.bad + extra, key=lambda b: b.offset), s.started)
+                continue
+            self.results.put(ChunkResult(s.chunk.seq, self.index, s.rows_read, s.published,
+                                         s.bad, time.monotonic() - s.started))
 
     def is_alive(self) -> bool:
         return self.thread.is_alive()

@@ -223,6 +223,15 @@ struct Producer {
 }
 
 type RefusalTuple = (u64, u64, u64, i32, String);
+/// A completed batch: its id, and the rows Kafka refused as (row within the batch's chunk,
+/// line, offset, error code, reason).
+type CompletedTuple = (u32, Vec<RefusalTuple>);
+
+fn completed(done: Vec<producer::Completed>) -> Vec<CompletedTuple> {
+    done.into_iter()
+        .map(|(id, refusals)| (id, refusals.into_iter().map(|r| (r.row, r.line, r.offset, r.code, r.reason)).collect()))
+        .collect()
+}
 
 impl Producer {
     fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut producer::Producer) -> Result<T, producer::Stop> + Send) -> PyResult<T> {
@@ -250,8 +259,9 @@ impl Producer {
         self.with(py, |p| Ok(p.partition_count()))
     }
 
-    /// Hands the batch's ready messages to librdkafka (waiting while its queue is full).
-    fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>) -> PyResult<()> {
+    /// Hands the batch's ready messages to librdkafka (waiting while its queue is full) and
+    /// returns the batch's id, by which `poll` reports it complete.
+    fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>) -> PyResult<u32> {
         let mut b = batch.borrow_mut();
         if b.data.as_ref().is_some_and(|d| d.msgs.iter().any(|m| m.state == Slot::Pending)) {
             return Err(PyValueError::new_err("batch has undecided slots"));
@@ -261,15 +271,19 @@ impl Producer {
         self.with(py, move |p| p.send(data))
     }
 
-    fn send_dead_letter(&self, py: Python<'_>, topic: String, value: Vec<u8>, headers: Vec<(String, Vec<u8>)>) -> PyResult<()> {
-        self.with(py, move |p| p.send_dead_letter(producer::DeadLetter { topic, value, headers }))
+    /// A dead-letter record that batch `batch` waits for before it completes.
+    fn send_dead_letter(&self, py: Python<'_>, batch: u32, topic: String, value: Vec<u8>, headers: Vec<(String, Vec<u8>)>) -> PyResult<()> {
+        self.with(py, move |p| p.send_dead_letter(batch, producer::DeadLetter { topic, value, headers }))
     }
 
-    /// Waits until everything sent is acknowledged; returns the rows Kafka refused, as
-    /// (row within its chunk, line, offset, error code, reason).
-    fn flush(&self, py: Python<'_>) -> PyResult<Vec<RefusalTuple>> {
-        let refusals = self.with(py, |p| p.flush())?;
-        Ok(refusals.into_iter().map(|r| (r.row, r.line, r.offset, r.code, r.reason)).collect())
+    /// Serves delivery reports for up to `timeout_ms`; returns the batches that completed.
+    fn poll(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<Vec<CompletedTuple>> {
+        self.with(py, move |p| p.poll(timeout_ms)).map(completed)
+    }
+
+    /// Waits until every batch sent is complete; returns those that completed meanwhile.
+    fn flush(&self, py: Python<'_>) -> PyResult<Vec<CompletedTuple>> {
+        self.with(py, |p| p.flush()).map(completed)
     }
 
     /// librdkafka's log lines since the last call: (syslog level, text).

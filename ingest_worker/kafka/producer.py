@@ -1,11 +1,13 @@
 """The one producer path for rows: batches to the compiled core's librdkafka producer.
 
-No per-message success callbacks (they cost as much as the rest of the produce path, see
-PERF-NOTES): delivery reports are error-only, and a batch counts as acknowledged when ``flush``
-returned. Failures retrying can cure are re-sent, the same bytes to the same partition, with
-exponential backoff and jitter, until the retry budget is spent (``KafkaUnavailable``). A row
-Kafka refuses on its own (too large, invalid for the topic) comes back from ``flush`` as a
-refusal, to be dead-lettered; ``core/src/producer.rs`` has the whole policy.
+Every delivery report is counted in the core, against its batch, with no Python per message
+(a Python callback per message would cost as much as the rest of the produce path, see
+PERF-NOTES); ``poll`` returns the batches whose every row is acknowledged, so a worker streams
+without stopping to flush. Failures retrying can cure are re-sent, the same bytes to the same
+partition, with exponential backoff and jitter, until the retry budget is spent
+(``KafkaUnavailable``). A row Kafka refuses on its own (too large, invalid for the topic) comes
+back with its batch as a refusal, to be dead-lettered; ``core/src/producer.rs`` has the whole
+policy.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
     # lz4: on a real network JSON shrinks 3-5x on the wire and on disk for little CPU; zstd
     # stores less but costs more CPU (bench/README.md, compression).
     "compression.type": "lz4",
-    # flush() at each chunk's end sends at once; linger only shapes batches within a chunk.
     "linger.ms": 5,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
-    # Bounded: a worker holds at most about one chunk in the queue (it flushes per chunk).
+    # Bounded: the run's window holds a few chunks per worker anyway.
     "queue.buffering.max.kbytes": 32 * 1024,
     "queue.buffering.max.messages": 200_000,
-    "delivery.report.only.error": True,
     # The Java client's partitioner: a key lands where Streams, Connect or a Java producer put it.
     "partitioner": "murmur2_random",
 }
@@ -44,6 +44,8 @@ MESSAGE_TIMEOUT_CAP_S = 60
 
 Refusal = tuple[int, int, int, int, str]
 """A row Kafka refused: (row within its chunk, line, offset, Kafka error code, reason)."""
+Completed = tuple[int, list[Refusal]]
+"""A batch whose rows are all acknowledged or refused: (its id, the refusals)."""
 
 
 def producer_config(
@@ -79,22 +81,30 @@ class RowProducer:
         first send does not wait for it."""
         self.core.warm_up()
 
-    def send(self, batch: Batch) -> None:
-        """Hands the batch to librdkafka (waiting while its queue is full). The batch is the
-        producer's from here on."""
+    def send(self, batch: Batch) -> int:
+        """Hands the batch to librdkafka (waiting while its queue is full) and returns its id.
+        The batch is the producer's from here on."""
         try:
-            self.core.send(batch)
+            return self.core.send(batch)
         finally:
             self._forward_logs()
 
-    def send_dead_letter(self, topic: str, dl: DeadLetter) -> None:
+    def send_dead_letter(self, batch: int, topic: str, dl: DeadLetter) -> None:
+        """A dead-letter record that batch ``batch`` waits for before it completes."""
         try:
-            self.core.send_dead_letter(topic, dl.value, dl.headers)
+            self.core.send_dead_letter(batch, topic, dl.value, dl.headers)
         finally:
             self._forward_logs()
 
-    def flush(self) -> list[Refusal]:
-        """Returns once everything sent is acknowledged, with the rows Kafka refused."""
+    def poll(self, timeout_s: float) -> list[Completed]:
+        """The batches that completed, waiting up to ``timeout_s`` for reports."""
+        try:
+            return self.core.poll(int(timeout_s * 1000))
+        finally:
+            self._forward_logs()
+
+    def flush(self) -> list[Completed]:
+        """Returns once every batch sent is complete, with those that completed meanwhile."""
         try:
             return self.core.flush()
         finally:
