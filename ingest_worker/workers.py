@@ -21,8 +21,8 @@ from typing import Any
 from csvkafka_core import Batch, cut
 
 from ingest_worker.csv.chunks import Chunk
-from ingest_worker.csv.dialect import Layout
-from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, strip_eol
+from ingest_worker.csv.dialect import Layout, strip_eol
+from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
 from ingest_worker.kafka.deadletter import dead_letter
 from ingest_worker.kafka.producer import Completed, KafkaUnavailable, Refusal, RowProducer
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 from csvkafka_core import cut
 
 from ingest_worker.checkpoint import Checkpoint
-from ingest_worker.csv.dialect import Layout, python_records
+from ingest_worker.csv.dialect import Layout, is_blank_record, python_records
 
 
 class SourceReadError(Exception):
@@ -102,8 +102,6 @@ def cut_chunks(
 def _cut_python(
     stream: IO[bytes], layout: Layout, start: Checkpoint, max_rows: int, max_bytes: int
 ) -> Iterator[Chunk]:
-    from ingest_worker.csv.encode import is_blank_record
-
     offset, row, line, seq = start.byte_offset, start.row, start.line, 0
     recs: list[bytes] = []
     rows = size = newlines = 0

@@ -104,6 +104,19 @@ def event_id(prefix: str, byte_offset: int) -> str:
     return f"{prefix}-{byte_offset}"
 
 
+def strip_eol(raw: bytes) -> bytes:
+    if raw.endswith(b"\r\n"):
+        return raw[:-2]
+    if raw.endswith(b"\n"):
+        return raw[:-1]
+    return raw
+
+
+def is_blank_record(raw: bytes) -> bool:
+    """An empty line: skipped, not a row."""
+    return not raw.strip(b"\r\n")
+
+
 @dataclass(frozen=True)
 class Layout:
     """How each record becomes a message; built once, sent to every worker."""

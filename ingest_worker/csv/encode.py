@@ -21,7 +21,15 @@ import orjson
 from csvkafka_core import Batch, Encoder
 
 from ingest_worker.csv.chunks import Chunk
-from ingest_worker.csv.dialect import STRING, ConversionError, Layout, convert, event_id
+from ingest_worker.csv.dialect import (
+    STRING,
+    ConversionError,
+    Layout,
+    convert,
+    event_id,
+    is_blank_record,
+    strip_eol,
+)
 
 
 def _raise_field_size_limit() -> None:
@@ -76,19 +84,6 @@ class Encoded:
         if not self.keyed:
             return None
         return [(k or b"").decode() for k in self.batch.message_keys()]
-
-
-def strip_eol(raw: bytes) -> bytes:
-    if raw.endswith(b"\r\n"):
-        return raw[:-2]
-    if raw.endswith(b"\n"):
-        return raw[:-1]
-    return raw
-
-
-def is_blank_record(raw: bytes) -> bool:
-    """An empty line: skipped, not a row."""
-    return not raw.strip(b"\r\n")
 
 
 class ChunkEncoder:

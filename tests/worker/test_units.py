@@ -32,11 +32,12 @@ from ingest_worker.csv.dialect import (
     convert,
     event_id,
     event_id_prefix,
+    is_blank_record,
     python_records,
     read_header,
     resolve_layout,
 )
-from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, is_blank_record
+from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
 from ingest_worker.kafka.producer import KafkaUnavailable, RowProducer, producer_config
 from ingest_worker.policy import MIN_ROWS_FOR_RATIO, over_budget
 
