@@ -226,5 +226,9 @@ class CsvIngestionSpec(ApiModel):
     """The worker Job."""
     retry: int = Field(default=0, ge=0)
     """Change (bump) this to retry a Failed ingestion; any other spec edit also retries."""
+    restart: int = Field(default=0, ge=0)
+    """Raise this (above status.observedRestart) to ingest the file again from the beginning,
+    even a Completed ingestion: the checkpoint and counters are discarded and a new run starts.
+    A counter, not a flag, so a GitOps tool never has to set it back."""
     suspend: bool = False
     """Stop the worker and keep the checkpoint; set back to false to resume."""

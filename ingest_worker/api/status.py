@@ -1,10 +1,10 @@
 """The CsvIngestion status, and the one way to write it: :func:`status_patch`.
 
 Written by two parties through the status subresource, each owning its own fields: the operator
-(phase, run, jobName, conditions, times, message) and the worker (checkpoint, counters,
-progress, attempts, sourceVersion, lastError). Small and scalar: etcd objects stay small. An
-ingestion of many files or shards will also have ``units`` (:mod:`.units`), bounded in size
-whatever the number of units; a single-file run has none.
+(phase, run, jobName, conditions, times, message, observedRestart) and the worker (checkpoint,
+counters, progress, rate and ETA, attempts, history, sourceVersion, lastError). Small and
+scalar: etcd objects stay small. An ingestion of many files or shards will also have ``units``
+(:mod:`.units`), bounded in size whatever the number of units; a single-file run has none.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ingest_worker.api.spec import ApiModel
 from ingest_worker.api.units import UnitsStatus
@@ -61,6 +61,39 @@ class Condition(ApiModel):
     """The .metadata.generation the condition was set from."""
 
 
+HISTORY_MAX = 3
+"""Attempts kept in ``status.history``."""
+HISTORY_MESSAGE_MAX = 1024
+
+
+class AttemptRecord(ApiModel):
+    """How one attempt (one worker pod) ended."""
+
+    attempt: int = Field(ge=1)
+    """The attempt's number (status.attempts when it started)."""
+    run: int = Field(default=0, ge=0)
+    """The run the attempt belonged to."""
+    time: str | None = None
+    """When it ended (RFC 3339)."""
+    outcome: str = Field(min_length=1, max_length=64)
+    """Completed, Failed, or the reason the pod was stopped (OOMKilled)."""
+    message: str = Field(default="", max_length=HISTORY_MESSAGE_MAX)
+    """The attempt's summary or fatal error."""
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _cut(cls, value: object) -> object:
+        # A long error is cut to fit, not refused: the record of an attempt must be written.
+        return value[:HISTORY_MESSAGE_MAX] if isinstance(value, str) else value
+
+
+def with_attempt(history: list[AttemptRecord], record: AttemptRecord) -> list[AttemptRecord]:
+    """``history`` with ``record`` first (replacing an earlier record of the same attempt),
+    bounded to the last :data:`HISTORY_MAX` attempts, newest first."""
+    others = [r for r in history if r.attempt != record.attempt]
+    return sorted([record, *others], key=lambda r: r.attempt, reverse=True)[:HISTORY_MAX]
+
+
 class CsvIngestionStatus(ApiModel):
     """Observed state of a CsvIngestion."""
 
@@ -82,6 +115,12 @@ class CsvIngestionStatus(ApiModel):
     """Size of the file in bytes, when the source reports it."""
     progress: str | None = None
     """bytesRead / bytesTotal as a percentage, when the size is known."""
+    rows_per_second: float | None = Field(default=None, ge=0)
+    """Rows read per second while a worker runs (smoothed over its checkpoints); absent when no
+    worker runs."""
+    eta: str | None = None
+    """Time left at the current rate (4m10s, 1h02m, 45s), from the bytes left; absent when the
+    size is unknown (a compressed source) or no worker runs."""
     start_time: str | None = None
     """When the first worker started (RFC 3339)."""
     completion_time: str | None = None
@@ -99,8 +138,13 @@ class CsvIngestionStatus(ApiModel):
     """The source object's version seen by the first worker (ETag, version id, mtime)."""
     last_error: str | None = None
     """The last fatal error reported by a worker of the current run."""
+    history: list[AttemptRecord] = Field(default_factory=list, max_length=HISTORY_MAX)
+    """How the last three attempts ended, newest first."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The .metadata.generation of the spec the current run was started from."""
+    observed_restart: int = Field(default=0, ge=0)
+    """The spec.restart the current run was started with: raising spec.restart above it starts
+    a new run from the beginning."""
     units: UnitsStatus | None = None
     """The work units of an ingestion of many files or shards: counts by state, totals, the
     units in progress and the failed ones. Absent for a single file."""

@@ -181,6 +181,21 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Units", "type": "string", "jsonPath": ".status.units.progress"},
                         {"name": "Rows", "type": "integer", "jsonPath": ".status.rowsPublished"},
                         {"name": "Errors", "type": "integer", "jsonPath": ".status.rowsFailed"},
+                        # -o wide: the worker's smoothed rate and the time left, while it runs.
+                        {
+                            "name": "Rate",
+                            "type": "number",
+                            "jsonPath": ".status.rowsPerSecond",
+                            "description": "Rows read per second",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "ETA",
+                            "type": "string",
+                            "jsonPath": ".status.eta",
+                            "description": "Time left at the current rate",
+                            "priority": 1,
+                        },
                         {
                             "name": "Attempts",
                             "type": "integer",
