@@ -10,7 +10,10 @@ status true while several writers exist (the operator, a retried pod, a stale po
   writes nothing: it is told to stop (:class:`StaleRun`).
 
 Writes are throttled to one per ``min_interval`` seconds; ``final`` always writes. Error messages
-are scrubbed of credentials before they reach the status (and from there events).
+are scrubbed of credentials before they reach the status (and from there events). Each write
+while the run goes also carries the rate and the ETA (:mod:`.rate`), measured between the
+written checkpoints; ``final`` removes them and records how the attempt ended in
+``status.history``.
 
 The API server may be unreachable for a while (an upgrade, a restart). A checkpoint that cannot
 be written then is not fatal: the worker goes on and a later save carries it, until the rows
@@ -31,8 +34,15 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from ingest_worker.api.client import api_client, get_ingestion, update_status
-from ingest_worker.api.status import CheckpointStatus, CsvIngestionStatus, status_patch
+from ingest_worker.api.status import (
+    AttemptRecord,
+    CheckpointStatus,
+    CsvIngestionStatus,
+    status_patch,
+    with_attempt,
+)
 from ingest_worker.checkpoint.model import Checkpoint, Counters, Outcome, now_rfc3339
+from ingest_worker.checkpoint.rate import Rate, Sample, eta_seconds, format_eta, next_rate
 from ingest_worker.sources.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -83,6 +93,27 @@ def checkpoint_status(cp: Checkpoint) -> dict[str, Any]:
         bytes_total=c.bytes_total,
         progress=progress(c.bytes_read, c.bytes_total),
         source_version=cp.source_version,
+    )
+
+
+def rate_patch(rate: Rate | None, cp: Checkpoint) -> dict[str, Any]:
+    """``rowsPerSecond`` and ``eta`` at ``cp``; None (no rate yet, or the run ended) removes
+    them, as does an unknown size the ETA."""
+    eta = eta_seconds(rate, cp.counters.bytes_read, cp.counters.bytes_total)
+    return status_patch(
+        rows_per_second=None if rate is None else round(rate.rows_per_second, 1),
+        eta=None if eta is None else format_eta(eta),
+    )
+
+
+def attempt_record(attempt: int, run: int, outcome: Outcome) -> AttemptRecord:
+    """The history record of an attempt that ended so, its message scrubbed of credentials."""
+    return AttemptRecord(
+        attempt=attempt,
+        run=run,
+        time=now_rfc3339(),
+        outcome="Completed" if outcome.completed else "Failed",
+        message=scrub(outcome.message),
     )
 
 
@@ -155,6 +186,9 @@ class KubeStatusStore:
         self.max_lag_rows = max_lag_rows
         self.outage_budget = outage_budget
         self._written_row: int | None = None  # row of the last checkpoint the API accepted
+        self.attempt: int | None = None  # this pod's attempt number, once start() counted it
+        self._sample: Sample | None = None  # where the last written checkpoint was, and when
+        self._rate: Rate | None = None
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """``call()``, retried with backoff through transient API errors for ``outage_budget``."""
@@ -218,13 +252,25 @@ class KubeStatusStore:
             return status_patch(attempts=attempts[0])
 
         self._retrying("counting the attempt", lambda: self._update(compute))
+        self.attempt = attempts[0]
         return attempts[0]
+
+    def _ended(self, status: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        """The patch of this attempt's end: its record in the history, no rate or ETA."""
+        st = _status(status)
+        record = attempt_record(self.attempt or max(1, st.attempts), self.run, outcome)
+        return {
+            **status_patch(history=with_attempt(st.history, record)),
+            **status_patch(rows_per_second=None, eta=None),
+            **({} if outcome.completed else error_patch(outcome.message)),
+        }
 
     def fail(self, message: str) -> None:
         """Records a fatal error; the operator copies it into status.message."""
+        outcome = Outcome(False, message)
         self._retrying(
             "recording the error",
-            lambda: self._update(lambda _status: error_patch(message)),
+            lambda: self._update(lambda status: self._ended(status, outcome)),
         )
 
     # -- CheckpointStore ----------------------------------------------------------------------
@@ -234,7 +280,12 @@ class KubeStatusStore:
         self._check_run(status)
         return checkpoint_from_status(status, self.source_url)
 
-    def _write(self, cp: Checkpoint, extra: dict[str, Any] | None = None) -> bool:
+    def _write(self, cp: Checkpoint, outcome: Outcome | None = None) -> bool:
+        """Writes ``cp`` with the rate since the last write, or, with ``outcome``, as the last
+        checkpoint of this attempt."""
+        sample = Sample(self.clock(), cp.counters.rows_read, cp.counters.bytes_read)
+        rate = None if self._sample is None else next_rate(self._rate, self._sample, sample)
+
         def compute(status: dict[str, Any]) -> dict[str, Any] | None:
             if is_behind(status, cp):
                 raise AttemptBehind(
@@ -243,11 +294,14 @@ class KubeStatusStore:
                     f"worker at "
                     f"{cp.byte_offset}; not moving it back"
                 )
-            return {**checkpoint_status(cp), **(extra or {})}
+            if outcome is not None:
+                return {**checkpoint_status(cp), **self._ended(status, outcome)}
+            return {**checkpoint_status(cp), **rate_patch(rate, cp)}
 
         written = self._update(compute)
         self._last_write = self.clock()
         self._written_row = cp.row
+        self._sample, self._rate = sample, rate
         return written
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -276,5 +330,4 @@ class KubeStatusStore:
             self._retrying("saving the checkpoint", lambda: self._write(checkpoint))
 
     def final(self, checkpoint: Checkpoint, outcome: Outcome) -> None:
-        extra = None if outcome.completed else error_patch(outcome.message)
-        self._retrying("saving the final checkpoint", lambda: self._write(checkpoint, extra))
+        self._retrying("saving the final checkpoint", lambda: self._write(checkpoint, outcome))
