@@ -32,6 +32,7 @@ from ingest_operator.phases import (
     pending_edit_message,
     pending_edit_patch,
     refused_patch,
+    restart_requested,
     should_read_pods,
     should_stop_job,
     start_run_patch,
@@ -224,7 +225,7 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
             body,
             "SpecChangeIgnored",
             "The ingestion is Completed; spec edits do not start a new run "
-            "(create a new CsvIngestion to ingest again)",
+            "(raise spec.restart to ingest the file again from the beginning)",
             warning=True,
         )
 
@@ -317,6 +318,10 @@ def job_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> No
             f"Run {run}: deleted worker Job {job} instead of letting it retry: "
             "its next pods would hit the same memory limit",
         )
-    if patch is not None and obs.state == JobState.FAILED:
-        # An edit made while the run was going applies now: that is the next run.
+    if patch is not None and (
+        obs.state == JobState.FAILED
+        or (obs.state == JobState.SUCCEEDED and restart_requested(*_parse(parent)[:2]))
+    ):
+        # An edit made while the run was going applies now: that is the next run (after a
+        # success, only a restart asked for meanwhile starts one).
         reconcile_ingestion(namespace, owner)

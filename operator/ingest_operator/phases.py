@@ -3,6 +3,8 @@
 Pending -> InProgress -> Completed, or -> Failed. A spec edit on a Failed ingestion starts a
 new run (resuming from the checkpoint unless the source URL changed); an edit while running is
 reported and applies to the next run; ``suspend`` deletes the Job and keeps the checkpoint.
+Raising ``spec.restart`` above ``status.observedRestart`` starts a new run from the beginning,
+even from Completed (see :func:`restart_requested`).
 A worker pod killed for running out of memory fails the run at once (see :func:`observe_job`).
 A spec the operator's guard refuses (``guard.check_worker``) goes to Failed with no worker.
 Every function returns a status merge patch (made by ``status_patch``, so camelCase as the CRD
@@ -18,11 +20,13 @@ from typing import Any
 
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.api.status import (
+    AttemptRecord,
     Condition,
     ConditionStatus,
     CsvIngestionStatus,
     Phase,
     status_patch,
+    with_attempt,
 )
 
 READY = "Ready"
@@ -32,6 +36,8 @@ REASON_SUSPENDED = "Suspended"
 REASON_REFUSED = "WorkerNotAllowed"
 REASON_OOM_KILLED = "OOMKilled"  # the kubelet's reason for a container the kernel OOM-killed
 MEMORY_LIMIT_FIELD = "spec.worker.resources.limits.memory"
+# The worker's rate and ETA, removed wherever no worker of the run is left to update them.
+NO_RATE: dict[str, Any] = {"rows_per_second": None, "eta": None}
 
 
 class JobState(enum.Enum):
@@ -258,9 +264,21 @@ def decide(
     return decision
 
 
+def restart_requested(spec: CsvIngestionSpec, status: CsvIngestionStatus) -> bool:
+    """Whether ``spec.restart`` was raised above the value the current run started with.
+
+    A counter, not a flag: GitOps never has to set it back, and each raise acts once. Lowering
+    it (a revert) restarts nothing.
+    """
+    return spec.restart > status.observed_restart
+
+
 def _decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus) -> Decision:
     edited = status.observed_generation is not None and generation != status.observed_generation
+    restart = restart_requested(spec, status)
     if status.phase == Phase.COMPLETED:
+        if restart and not spec.suspend:
+            return Decision(Action.START_RUN, run=status.run + 1, reset_checkpoint=True)
         return Decision(Action.IGNORE_EDIT if edited else Action.NOTHING)
     if spec.suspend:
         # A failed run has no worker to stop; un-suspending it is an edit, which retries.
@@ -275,7 +293,9 @@ def _decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus)
         return Decision(Action.NOTHING)
     if status.phase == Phase.FAILED or is_suspended(status):
         return Decision(
-            Action.START_RUN, run=status.run + 1, reset_checkpoint=_source_changed(spec, status)
+            Action.START_RUN,
+            run=status.run + 1,
+            reset_checkpoint=restart or _source_changed(spec, status),
         )
     return Decision(Action.REPORT_PENDING_EDIT, run=status.run)
 
@@ -298,6 +318,11 @@ def start_run_patch(
     """Status of a new run, written before its Job is created so the worker reads it."""
     if run == 1:
         message = f"Run 1: starting worker Job {job_name}"
+    elif restart_requested(spec, status):
+        message = (
+            f"Run {run}: restart requested (spec.restart {spec.restart}); starting from the "
+            f"beginning (worker Job {job_name})"
+        )
     elif reset_checkpoint:
         message = f"Run {run}: source changed to {spec.source.url}; starting from the beginning"
     else:
@@ -320,6 +345,7 @@ def start_run_patch(
         run=run,
         job_name=job_name,
         observed_generation=generation,
+        observed_restart=spec.restart,
         source_url=spec.source.url,
         message=message,
         last_error=None,
@@ -332,6 +358,7 @@ def start_run_patch(
             progressing=(ConditionStatus.TRUE, "RunStarted", message),
             failed=(ConditionStatus.FALSE, "RunStarted", ""),
         ),
+        **NO_RATE,
         **reset,
     )
 
@@ -343,6 +370,7 @@ def suspend_patch(status: CsvIngestionStatus, generation: int, now: str) -> dict
         phase=Phase.PENDING,
         observed_generation=generation,
         message=message,
+        **NO_RATE,
         conditions=_conditions(
             status,
             generation,
@@ -449,6 +477,7 @@ def job_patch(
             completion_time=now,
             progress="100%" if status.bytes_total else status.progress,
             message=message,
+            **NO_RATE,
             conditions=_conditions(
                 status,
                 gen,
@@ -466,9 +495,22 @@ def job_patch(
             detail = obs.reason + (f": {obs.message}" if obs.message else "")
             message = status.last_error or f"worker Job {job_name} failed ({detail})"
         message = f"Run {run} failed: {message}"
+        history: dict[str, Any] = {}
+        if obs.oom is not None:
+            # The killed pod wrote no record of its end: the operator writes it.
+            record = AttemptRecord(
+                attempt=max(1, status.attempts),
+                run=run,
+                time=now,
+                outcome=REASON_OOM_KILLED,
+                message=obs.message,
+            )
+            history = {"history": with_attempt(status.history, record)}
         return status_patch(
             phase=Phase.FAILED,
             message=message,
+            **NO_RATE,
+            **history,
             conditions=_conditions(
                 status,
                 gen,

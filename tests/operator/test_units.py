@@ -24,6 +24,7 @@ from ingest_operator.phases import (
     job_patch,
     observe_job,
     refused_patch,
+    restart_requested,
     should_read_pods,
     should_stop_job,
     start_run_patch,
@@ -91,6 +92,10 @@ def test_crd_schema_is_structural_and_documented() -> None:
     assert columns["Phase"] == ".status.phase"
     assert columns["Rows"] == ".status.rowsPublished"
     assert columns["Errors"] == ".status.rowsFailed"
+    wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide["Rate"]["jsonPath"] == ".status.rowsPerSecond"
+    assert wide["Rate"]["type"] == "number"
+    assert wide["ETA"]["jsonPath"] == ".status.eta" and wide["ETA"]["type"] == "string"
     status_props = schema["properties"]["status"]["properties"]
     assert {"byteOffset", "row"} <= status_props["checkpoint"]["properties"].keys()
     assert status_props["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
@@ -272,6 +277,62 @@ def test_job_states_move_the_phase() -> None:
     assert bad is not None and "source not found: s3://b/k" in bad["message"]
 
 
+def test_a_raised_restart_starts_from_the_beginning_even_from_completed() -> None:
+    counters = {"rowsRead": 5, "rowsPublished": 5, "bytesRead": 100, "bytesTotal": 100}
+    done = status(phase="Completed", run=1, observedGeneration=1, attempts=1, **counters)
+    assert restart_requested(spec(restart=1), done) and not restart_requested(spec(), done)
+    d = decide(2, spec(restart=1), done)
+    assert (d.action, d.run, d.reset_checkpoint) == (Action.START_RUN, 2, True)
+    patch = start_run_patch(
+        done, spec(restart=1), run=2, job_name="a-2", generation=2, reset_checkpoint=True, now=NOW
+    )
+    assert patch["checkpoint"] is None and patch["rowsPublished"] == 0 and patch["bytesRead"] == 0
+    assert patch["bytesTotal"] is None and patch["phase"] == "Pending" and patch["run"] == 2
+    assert patch["observedRestart"] == 1 and "attempts" not in patch
+    assert "restart requested" in patch["message"] and "from the beginning" in patch["message"]
+    # Once started, the same value acts no more: the next run completes and stays Completed.
+    restarted = CsvIngestionStatus.model_validate({**done.to_wire(), **patch})
+    assert not restart_requested(spec(restart=1), restarted)
+    again = restarted.model_copy(update={"phase": Phase.COMPLETED})
+    assert decide(2, spec(restart=1), again).action == Action.NOTHING
+    assert decide(3, spec(restart=1, retry=1), again).action == Action.IGNORE_EDIT
+    # Lowered (a GitOps revert): nothing restarts.
+    assert decide(3, spec(restart=0), again).action == Action.IGNORE_EDIT
+
+
+def test_a_restart_raised_while_running_or_failed_discards_the_checkpoint() -> None:
+    running = status(phase="InProgress", run=1, observedGeneration=1)
+    # While a run goes, it is an edit for the next run; a Failed run restarts from zero.
+    assert decide(2, spec(restart=1), running).action == Action.REPORT_PENDING_EDIT
+    failed = running.model_copy(update={"phase": Phase.FAILED})
+    d = decide(2, spec(restart=1), failed)
+    assert (d.action, d.run, d.reset_checkpoint) == (Action.START_RUN, 2, True)
+    # A plain retry still resumes.
+    assert not decide(2, spec(retry=1), failed).reset_checkpoint
+    # Suspended: the restart waits for the resume.
+    done = status(phase="Completed", run=1, observedGeneration=1)
+    assert decide(2, spec(restart=1, suspend=True), done).action == Action.IGNORE_EDIT
+    # Created with restart already set: run 1 records it, and it does not act again.
+    first = start_run_patch(
+        status(),
+        spec(restart=4),
+        run=1,
+        job_name="a-1",
+        generation=1,
+        reset_checkpoint=False,
+        now=NOW,
+    )
+    assert first["observedRestart"] == 4 and first["message"].startswith("Run 1:")
+
+
+def test_the_rate_goes_when_the_run_ends() -> None:
+    running = status(phase="InProgress", run=1, rowsPerSecond=1200.5, eta="4m10s")
+    for obs in (JobObservation(JobState.SUCCEEDED), JobObservation(JobState.FAILED, "X")):
+        patch = job_patch(running, 1, "a-1", obs, NOW)
+        assert patch is not None and patch["rowsPerSecond"] is None and patch["eta"] is None
+    assert suspend_patch(running, 2, NOW)["eta"] is None
+
+
 # --- out-of-memory kills ------------------------------------------------------------------------
 
 RUNNING_JOB = {"active": 1, "failed": 1}
@@ -357,6 +418,10 @@ def test_an_oom_kill_fails_the_run_at_once_and_stops_the_job() -> None:
     # The Job's retries are stopped once the status says Failed, also on a later event.
     written = CsvIngestionStatus.model_validate({**inprog.to_wire(), **patch})
     assert should_stop_job(written, 2, obs)
+    # The killed pod wrote no history: the operator records its attempt.
+    (record,) = patch["history"]
+    assert (record["attempt"], record["run"], record["outcome"]) == (1, 2, "OOMKilled")
+    assert "512Mi" in record["message"]
     assert job_patch(written, 2, "a-2", obs, NOW) is None
     assert not should_stop_job(inprog, 2, obs)  # not before the status is written
     assert not should_stop_job(written, 1, obs)  # another run's Job
