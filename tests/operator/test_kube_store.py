@@ -276,7 +276,7 @@ def test_store_writes_the_rate_the_eta_and_the_history(
     clock[0] = 102.0
     store.save(cp(2100, 210, total=10_000))  # 200 rows and 2000 bytes in 2 s
     st = _status(kube_api, namespace)
-    assert st["rowsPerSecond"] == 100.0 and st["eta"] == "7s"  # 7900 bytes at 1000/s
+    assert st["rowsPerSecond"] == 100.0 and st["eta"] == "8s"  # 7900 bytes at 1000/s: 7.9 s
     store.final(cp(10_000, 1000, total=10_000), Outcome(True, "completed: 1000 rows"))
     st = _status(kube_api, namespace)
     assert "rowsPerSecond" not in st and "eta" not in st
