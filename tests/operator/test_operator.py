@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -551,3 +552,100 @@ def test_missing_topic_fails_naming_it(
     assert f"topic {topic} does not exist" in st["message"], st["message"]
     assert "spec.kafka.createTopics" in st["message"]
     assert st["attempts"] == 1 and st.get("rowsPublished", 0) == 0
+
+
+# --- day-2 controls: rate and ETA, restart, history --------------------------------------------
+
+
+def wide_row(out: str) -> dict[str, str]:
+    """The first row of `kubectl get -o wide`, by column, an absent value as "": cut at the
+    header's column starts (the MESSAGE cell has blanks)."""
+    header, line = out.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    cells = {h: line[s:e].strip() for h, s, e in zip(header.split(), starts, ends, strict=True)}
+    return {h: "" if cell == "<none>" else cell for h, cell in cells.items()}
+
+
+def test_wide_output_shows_the_rate_and_the_eta_during_a_run(
+    operator: OperatorDeployment,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    namespace: str,
+    new_topic: Callable[..., str],
+    data: DataVolume,
+) -> None:
+    csv = write_csv(data.path / "big.csv", 1_500_000)
+    # A quarter of a core: the run lasts long enough (~15 s) for a few checkpoints a second apart.
+    cpu = {"requests": {"cpu": "250m"}, "limits": {"cpu": "250m"}}
+    body = ingestion(
+        "wide",
+        data.source(csv),
+        new_topic(partitions=3),
+        testenv.kafka_bootstrap,
+        checkpoint={"everySeconds": 1},
+    )
+    body["spec"]["worker"]["resources"] = cpu
+    ingestions.create(body)
+
+    def rate_and_eta() -> dict[str, str] | None:
+        out = run_kubectl(testenv, "-n", namespace, "get", "csvingestions", "-o", "wide").stdout
+        row = wide_row(out)
+        assert row["PHASE"] != "Completed", f"the run ended before a rate showed: {out}"
+        return row if row["RATE"] and row["ETA"] else None
+
+    row = wait_for("a rate and an ETA in -o wide", rate_and_eta, timeout=180, interval=0.2)
+    assert row["NAME"] == "wide" and row["PHASE"] == "InProgress", row
+    assert float(row["RATE"]) > 0, row
+    assert re.fullmatch(r"(\d+s|\d+m\d\ds|\d+h\d\dm|\d+d\d\dh)", row["ETA"]), row
+    record_figure("-o wide during a run", f"RATE {row['RATE']} ETA {row['ETA']}")
+    st = ingestions.wait_phase("wide", "Completed", timeout=300)
+    # Gone when the run ends; the attempt's end is in the history.
+    assert "rowsPerSecond" not in st and "eta" not in st, json.dumps(st, indent=1)
+    (record,) = st["history"]
+    assert (record["attempt"], record["run"], record["outcome"]) == (1, 1, "Completed")
+    assert "1500000" in record["message"], record
+    row = wide_row(run_kubectl(testenv, "-n", namespace, "get", "csvi", "-o", "wide").stdout)
+    assert (row["PHASE"], row["RATE"], row["ETA"]) == ("Completed", "", ""), row
+
+
+def test_raising_restart_ingests_a_completed_file_again_from_the_beginning(
+    operator: OperatorDeployment,
+    ingestions: Ingestions,
+    kubectl: Callable[..., Any],
+    testenv: TestEnv,
+    new_topic: Callable[..., str],
+    consume_all: Callable[..., list[Any]],
+    data: DataVolume,
+) -> None:
+    csv = write_csv(data.path / "again.csv", rows := 3000)
+    topic = new_topic(partitions=1)
+    ingestions.create(ingestion("again", data.source(csv), topic, testenv.kafka_bootstrap))
+    st = ingestions.wait_phase("again", "Completed", timeout=180)
+    assert st["run"] == 1 and st["rowsPublished"] == rows
+    patch = '{"spec":{"restart":1}}'
+    kubectl("-n", ingestions.ns, "patch", "csvi", "again", "--type", "merge", "-p", patch)
+    st = wait_for(
+        "run 2 to complete",
+        lambda: (s := ingestions.status("again")).get("run") == 2
+        and s.get("phase") == "Completed"
+        and s,
+        timeout=180,
+    )
+    assert st["observedRestart"] == 1 and ingestions.jobs() == ["again-1", "again-2"]
+    # The counters and the checkpoint are this run's alone, from the first row.
+    assert st["rowsPublished"] == rows and st["checkpoint"]["row"] == rows, st
+    assert start_offsets(ingestions.core.api_client, ingestions.ns, "again-2") == [
+        len("id,name,amount\n")
+    ]
+    # Every row published a second time: the topic holds each id twice.
+    messages = consume_all(topic, 2 * rows)
+    counts = Counter(int(json.loads(m.value())["id"]) for m in messages)
+    assert len(messages) == 2 * rows and set(counts) == set(range(rows))
+    assert set(counts.values()) == {2}
+    assert [(h["run"], h["outcome"]) for h in st["history"]] == [(2, "Completed"), (1, "Completed")]
+    assert any("RunStarted" in e and "from the beginning" in e for e in ingestions.events("again"))
+    # Once per raise: the same value starts nothing more.
+    time.sleep(3)
+    assert ingestions.jobs() == ["again-1", "again-2"]
+    assert ingestions.status("again")["run"] == 2
