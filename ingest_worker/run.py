@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 
 import orjson
 
-from ingest_worker.api.spec import CsvIngestionSpec, OnSourceChange
+from ingest_worker.api.spec import CsvIngestionSpec, Kafka, OnSourceChange
 from ingest_worker.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -49,8 +49,8 @@ from ingest_worker.exitcodes import (
     EXIT_OK,
     EXIT_TOO_MANY_ERRORS,
 )
+from ingest_worker.kafka import TopicError
 from ingest_worker.kafka.producer import producer_config
-from ingest_worker.kafka.topics import TopicError, ensure_topics
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.policy import over_budget
 from ingest_worker.sources import CsvSource, SourceError
@@ -98,6 +98,12 @@ class _Fatal(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FATAL) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _ensure_topics(kafka: Kafka, timeout_s: float) -> None:
+    from ingest_worker.kafka.topics import ensure_topics  # the admin client: in this thread
+
+    ensure_topics(kafka, timeout_s)
 
 
 class _Check:
@@ -222,7 +228,7 @@ class _Run:
         # Before any row is sent: a missing topic fails by name, not as a broker outage. The
         # check waits on the broker (its first answer takes ~50 ms): meanwhile the header is
         # read and the workers connect.
-        topics = _Check(ensure_topics, spec.kafka, spec.kafka.retry_budget_seconds)
+        topics = _Check(_ensure_topics, spec.kafka, spec.kafka.retry_budget_seconds)
         with source.open(0) as f:
             header = read_header(f, spec.format, encoding)
         self.layout = resolve_layout(spec, header, source.url, source.version, encoding)

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from ingest_worker.api.spec import Kafka, TopicCreation
+from ingest_worker.kafka import TopicError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ _AUTHZ = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AU
 # Answers about a topic that exists but is not ready to take writes yet (just created, or its
 # leader moving): the producer waits for those itself.
 _NOT_READY = frozenset({KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION})
-
-
-class TopicError(Exception):
-    """A topic the ingestion needs is missing (and not to be created), may not be looked up or
-    created by the worker's principal, or the brokers did not answer in time."""
 
 
 def admin_config(kafka: Kafka) -> dict[str, str]:
