@@ -212,32 +212,19 @@ impl Producer {
         while start < items.len() {
             let p = items[start].0;
             let end = start + items[start..].iter().take_while(|x| x.0 == p).count();
-            let mut msgs: Vec<rd::rd_kafka_message_t> = items[start..end]
-                .iter()
-                .map(|&(_, b, i)| self.message(b, i))
-                .collect();
+            let mut msgs = Vec::with_capacity(end - start);
+            // One lookup per run of the same batch, not per row (a send is one batch).
+            let mut cur: Option<(u32, Arc<BatchData>)> = None;
+            for &(_, b, i) in &items[start..end] {
+                if cur.as_ref().map_or(true, |(id, _)| *id != b) {
+                    cur = Some((b, Arc::clone(&self.inflight[&b].data)));
+                }
+                msgs.push(message(&cur.as_ref().expect("set above").1, b, i));
+            }
             self.produce_run(h, p, &mut msgs)?;
             start = end;
         }
         Ok(())
-    }
-
-    fn message(&self, batch: u32, index: usize) -> rd::rd_kafka_message_t {
-        let data = &self.inflight[&batch].data;
-        let m = &data.msgs[index];
-        let value = data.value(m);
-        let key = data.key(m);
-        rd::rd_kafka_message_t {
-            err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
-            rkt: std::ptr::null_mut(),
-            partition: 0,
-            payload: value.as_ptr() as *mut c_void,
-            len: value.len(),
-            key: key.map_or(std::ptr::null_mut(), |k| k.as_ptr() as *mut c_void),
-            key_len: key.map_or(0, <[u8]>::len),
-            offset: 0,
-            _private: opaque(batch, index) as *mut c_void,
-        }
     }
 
     /// One `rd_kafka_produce_batch` for one partition, waiting for room while the queue is full.
@@ -519,6 +506,23 @@ impl Producer {
         if let Some(c) = &self.isolated {
             c.purge();
         }
+    }
+}
+
+fn message(data: &BatchData, batch: u32, index: usize) -> rd::rd_kafka_message_t {
+    let m = &data.msgs[index];
+    let value = data.value(m);
+    let key = data.key(m);
+    rd::rd_kafka_message_t {
+        err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+        rkt: std::ptr::null_mut(),
+        partition: 0,
+        payload: value.as_ptr() as *mut c_void,
+        len: value.len(),
+        key: key.map_or(std::ptr::null_mut(), |k| k.as_ptr() as *mut c_void),
+        key_len: key.map_or(0, <[u8]>::len),
+        offset: 0,
+        _private: opaque(batch, index) as *mut c_void,
     }
 }
 
