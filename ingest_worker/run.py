@@ -139,7 +139,7 @@ class _Reader:
         self.chunks: int | None = None
         """How many chunks the file made, once all are dispatched."""
         self.error: BaseException | None = None
-        self.ends: dict[int, Chunk] = {}
+        self.dispatched: dict[int, Chunk] = {}
         """Dispatched chunks by number, until finished."""
         self.thread = threading.Thread(target=self._main, name="csv-reader", daemon=True)
 
@@ -160,7 +160,7 @@ class _Reader:
                             return
                     if self.stop.is_set():
                         return
-                    self.ends[chunk.seq] = chunk  # before the send: the result may come fast
+                    self.dispatched[chunk.seq] = chunk  # before the send: the result may come fast
                     run.dispatch(chunk)
                     if run.metrics is not None:
                         run.metrics.lines.labels("read").inc(chunk.rows)
@@ -323,7 +323,7 @@ class _Run:
                         reader.stop.set()
                         log.warning("Stop requested: finishing the chunks in flight")
                     # Wait for what was handed out (bounded by a grace period), then stop.
-                    if (not reader.ends and not reader.thread.is_alive()) or \
+                    if (not reader.dispatched and not reader.thread.is_alive()) or \
                             time.monotonic() - stopping_since > tuning.stop_grace_s:
                         raise _Fatal("interrupted; checkpoint saved", EXIT_INTERRUPTED)
                 for msg in self._results(0.2):
@@ -332,7 +332,7 @@ class _Run:
                     self._account(msg)
                     if msg.bad:
                         bad_by_seq[msg.seq] = msg.bad
-                    chunk = reader.ends.pop(msg.seq)
+                    chunk = reader.dispatched.pop(msg.seq)
                     before = wm.next_seq
                     wm.finish(ChunkDone(msg.seq, chunk.end_offset, chunk.end_row,
                                         chunk.end_line, msg.rows_read, msg.rows_published,

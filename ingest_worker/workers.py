@@ -122,10 +122,14 @@ class Worker:
                 except queue.Empty:
                     item = _IDLE
                 if item is None:  # no more chunks
-                    self._report(producer, producer.flush(), sent)
+                    # The run says so only once every chunk is reported; still, a refusal's
+                    # dead letters go out in a batch of their own, to be waited for too.
+                    while sent:
+                        self._report(producer, producer.flush(), sent)
                     return
                 if isinstance(item, Chunk):
-                    self._send(producer, item, encoder.encode(item), sent)
+                    started = time.monotonic()
+                    self._send(producer, item, encoder.encode(item), started, sent)
                 if sent:
                     self._report(producer, producer.poll(0 if item is not _IDLE else 0.01), sent)
         finally:
@@ -133,9 +137,8 @@ class Worker:
             # it), and librdkafka is gone before the batches it points into.
             producer.close(abort=True)
 
-    def _send(self, producer: RowProducer, chunk: Chunk, encoded: Encoded,
+    def _send(self, producer: RowProducer, chunk: Chunk, encoded: Encoded, started: float,
               sent: dict[int, _Sent]) -> None:
-        started = time.monotonic()
         published = len(encoded)
         batch = producer.send(encoded.batch)
         self._dead_letter(producer, batch, encoded.bad)
