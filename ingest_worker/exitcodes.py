@@ -14,14 +14,18 @@ from __future__ import annotations
 EXIT_OK = 0
 """Every row acknowledged by Kafka or accounted for as a bad row."""
 EXIT_FATAL = 1
-"""An error that stopped the run: the source missing, changed or forbidden, Kafka unavailable
-past the retry budget, a record too long."""
+"""An error that stopped the run: the source missing, changed or forbidden, a record too
+long."""
 EXIT_CONFIG = 2
 """A bad job: an invalid spec or flags, columns that do not match the file's header."""
 EXIT_TOO_MANY_ERRORS = 3
 """More bad rows than spec.errors allows."""
 EXIT_INTERRUPTED = 4
 """Stopped on request (SIGTERM: pod deleted, suspend) with the checkpoint saved."""
+EXIT_KAFKA = 5
+"""Kafka failed the run: unavailable past the retry budget, authorization refused, a fatal
+producer error, a missing topic. Not the file's fault: in a run of many files it stops every
+unit, where a file's own error fails that file only."""
 
 # --- how a worker pod ended: python -m ingest_worker.job_main, read by the Job -------------------
 

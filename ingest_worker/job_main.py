@@ -30,6 +30,10 @@ from ingest_worker.metrics import Metrics
 
 log = logging.getLogger("ingest_worker.job")
 
+PLAN_WAIT_SECONDS = 1800.0
+"""How long an index waits for index 0 to record the plan (a huge file's quote pass takes a
+read of the file)."""
+
 
 class JobEnvError(Exception):
     """The pod's environment is not what the operator sets."""
@@ -98,6 +102,52 @@ def _serve_metrics() -> Metrics:
     return metrics
 
 
+def _run_units(
+    env: JobEnv, spec: CsvIngestionSpec, store: KubeStatusStore, stop: threading.Event
+) -> int:
+    """This pod's index of a run with work units (see :mod:`ingest_worker.units_run`)."""
+    from ingest_worker.api.units import UnitsStatus
+    from ingest_worker.checkpoint.units import UnitsWriter
+    from ingest_worker.exitcodes import EXIT_KAFKA, EXIT_OK
+    from ingest_worker.planner import (
+        PlanError,
+        PlanStore,
+        make_plan,
+        plan_total_bytes,
+        unit_kind,
+    )
+    from ingest_worker.sources import SourceError
+    from ingest_worker.units_run import run_index
+
+    index = int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
+    indexes = int(os.environ.get("CSVKAFKA_INDEXES") or 1)
+    plans = PlanStore(env.namespace, env.name)
+    writer = UnitsWriter(env.namespace, env.name, env.run)
+    try:
+        plan = plans.load()
+        if plan is None and index == 0:
+            plan = plans.save(make_plan(spec))
+            log.info("Recorded the plan: %d units (digest %s)", len(plan.units), plan.digest)
+        elif plan is None:
+            plan = plans.wait(stop.is_set, PLAN_WAIT_SECONDS)
+        if index == 0:
+            writer.initialise(UnitsStatus.begin(unit_kind(plan), len(plan.units),
+                                                plan_total_bytes(plan), plan.digest))
+        else:
+            while (units := writer.read()) is None or units.plan != plan.digest:
+                if stop.wait(1.0):
+                    return WORKER_EXIT_RETRY
+    except (PlanError, SourceError) as exc:
+        store.fail(f"planning the run failed: {exc}")
+        return WORKER_EXIT_FATAL
+    result = run_index(spec, plan, index, indexes, writer, stop, _serve_metrics())
+    log.info(result.message)
+    if result.exit_code == EXIT_KAFKA:
+        store.fail(result.message)
+        return WORKER_EXIT_FATAL
+    return 0 if result.exit_code == EXIT_OK else WORKER_EXIT_RETRY
+
+
 def main() -> int:
     from ingest_worker.logs import setup_logging
     from ingest_worker.run import install_signal_handlers, run_ingestion
@@ -135,6 +185,8 @@ def main() -> int:
         )
         stop = threading.Event()
         install_signal_handlers(stop)
+        if spec.has_units:
+            return _run_units(env, spec, store, stop)
         result = run_ingestion(spec, store, stop=stop, metrics=_serve_metrics())
     except StaleRun as exc:
         log.warning("stopping: %s", exc)

@@ -46,6 +46,7 @@ from ingest_worker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FATAL,
     EXIT_INTERRUPTED,
+    EXIT_KAFKA,
     EXIT_OK,
     EXIT_TOO_MANY_ERRORS,
 )
@@ -94,6 +95,18 @@ class IngestResult:
         return self.checkpoint.counters if self.checkpoint else Counters()
 
 
+@dataclass(frozen=True)
+class Span:
+    """The byte range of a file one work unit ingests: the records that start in
+    ``[start, end)``. ``start`` 0 is the file's start (the header is skipped as usual); any
+    other start is a record boundary the plan found, at physical line ``line``."""
+
+    start: int = 0
+    end: int | None = None
+    """Exclusive; None: the end of the file."""
+    line: int = 1
+
+
 class _Fatal(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FATAL) -> None:
         super().__init__(message)
@@ -131,9 +144,10 @@ class _Reader:
     """The reader thread: cuts the source into chunks and dispatches them, at most ``window``
     ahead of the watermark (the slots are given back as the watermark passes chunks)."""
 
-    def __init__(self, source: CsvSource, run: _Run, start: Checkpoint, max_rows: int,
-                 window: int) -> None:
+    def __init__(self, source: CsvSource, run: _Run, start: Checkpoint, end: int | None,
+                 max_rows: int, window: int) -> None:
         self.source, self.run, self.start, self.max_rows = source, run, start, max_rows
+        self.end = source.size if end is None else end
         self.slots = threading.Semaphore(window)
         self.stop = threading.Event()
         self.chunks: int | None = None
@@ -147,7 +161,7 @@ class _Reader:
         run, source, tuning = self.run, self.source, self.run.tuning
         try:
             with source.open(self.start.byte_offset) as raw:
-                limit = None if source.size is None else source.size - self.start.byte_offset
+                limit = None if self.end is None else self.end - self.start.byte_offset
                 stream = cast(IO[bytes], SourceReader(raw, source.url, not source.seekable,
                                                       limit))
                 n = 0
@@ -181,6 +195,9 @@ class _Run:
     errors_log: TextIO | None
     reporter: Callable[[Checkpoint], None] | None
     stop_requested: threading.Event
+    source: CsvSource | None = None
+    """The file, already probed (a unit's runner probes it first); None: probe spec's URL."""
+    span: Span = field(default_factory=Span)
     started: float = field(default_factory=time.monotonic)
     workers: list[Worker] = field(default_factory=list)
     outstanding: list[int] = field(default_factory=list)
@@ -203,7 +220,7 @@ class _Run:
         spec = self.spec
         check_format(spec.format)
         encoding = normalize_encoding(spec.format.encoding)
-        source = CsvSource(
+        source = self.source or CsvSource(
             spec.source.url, spec.source.compression, endpoint_url=spec.source.endpoint_url
         )
         if spec.source.expected_version and source.version != spec.source.expected_version:
@@ -232,17 +249,23 @@ class _Run:
         with source.open(0) as f:
             header = read_header(f, spec.format, encoding)
         self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
+        span = self.span
+        # A shard's counters count its own bytes: the unit's share of the file.
+        first = span.start or header.data_offset
+        base = span.start
+        end = source.size if span.end is None else span.end
+        total = None if end is None else end - base
         start = Checkpoint(
-            byte_offset=header.data_offset,
+            byte_offset=first,
             row=0,
-            line=header.data_line,
+            line=span.line if span.start else header.data_line,
             source_url=source.url,
             source_version=source.version,
-            counters=Counters(bytes_read=header.data_offset, bytes_total=source.size),
+            counters=Counters(bytes_read=first - base, bytes_total=total),
         )
         if cp is not None and cp.byte_offset > start.byte_offset:
             # bytes_read is by definition the offset (older stores may not have kept it).
-            counters = replace(cp.counters, bytes_total=source.size, bytes_read=cp.byte_offset)
+            counters = replace(cp.counters, bytes_total=total, bytes_read=cp.byte_offset - base)
             start = replace(cp, counters=counters)
             log.info("Resuming from checkpoint", extra={
                 "byte_offset": cp.byte_offset, "row": cp.row, "line": cp.line})
@@ -299,7 +322,7 @@ class _Run:
         # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2, see
         # save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
         max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // (2 * window))
-        reader = _Reader(source, self, start, max_rows, window)
+        reader = _Reader(source, self, start, self.span.end, max_rows, window)
         reader.thread.start()
         wm = Watermark(start)
         saved = start
@@ -328,7 +351,7 @@ class _Run:
                         raise _Fatal("interrupted; checkpoint saved", EXIT_INTERRUPTED)
                 for msg in self._results(0.2):
                     if isinstance(msg, WorkerFailure):
-                        raise _Fatal(msg.message)
+                        raise _Fatal(msg.message, EXIT_KAFKA)
                     self._account(msg)
                     if msg.bad:
                         bad_by_seq[msg.seq] = msg.bad
@@ -467,15 +490,19 @@ def run_ingestion(
     errors_log: TextIO | None = None,
     tuning: Tuning | None = None,
     stop: threading.Event | None = None,
+    source: CsvSource | None = None,
+    span: Span | None = None,
 ) -> IngestResult:
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
     ``store`` gives the checkpoint to resume from and receives new ones; ``reporter`` is called
     after each saved checkpoint; ``metrics`` receives the run's Prometheus metrics (None: none);
     ``stop`` (set from another thread or a signal handler) asks for a graceful stop that saves
-    the checkpoint. Expected failures (source missing or changed,
-    Kafka unavailable past the retry budget, too many bad rows, bad configuration) are returned
-    as a result with ``completed=False`` and a non-zero ``exit_code``, never raised.
+    the checkpoint. ``source`` is the file already probed (default: ``spec.source.url``),
+    ``span`` the byte range of it to ingest (default: all of it). Expected failures (source
+    missing or changed, Kafka unavailable past the retry budget, too many bad rows, bad
+    configuration) are returned as a result with ``completed=False`` and a non-zero
+    ``exit_code``, never raised.
     """
     run = _Run(
         spec=spec,
@@ -485,11 +512,14 @@ def run_ingestion(
         errors_log=errors_log,
         reporter=reporter,
         stop_requested=stop or threading.Event(),
+        source=source,
+        span=span or Span(),
     )
     try:
         return run.run()
     except (ConfigError, SourceError, TopicError) as e:
-        code = EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FATAL
+        code = (EXIT_CONFIG if isinstance(e, ConfigError)
+                else EXIT_KAFKA if isinstance(e, TopicError) else EXIT_FATAL)
         msg = f"{type(e).__name__}: {e}" if isinstance(e, ConfigError) else str(e)
         log.error(msg)
         cp = store.load()

@@ -10,6 +10,9 @@ GROUP = "csvkafka.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "CsvIngestion"
+# The recorded plan of a run with work units: same name as its CsvIngestion.
+PLAN_KIND = "CsvIngestionPlan"
+PLAN_PLURAL = "csvingestionplans"
 PLURAL = "csvingestions"
 SINGULAR = "csvingestion"
 SHORT_NAMES = ("csvi",)

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from ingest_worker.plan.globs import names_many
+
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -72,7 +74,10 @@ class Source(ApiModel):
 
     url: str = Field(min_length=1)
     """URL of the file: s3://bucket/key, gs://bucket/object, azure://container/blob,
-    http(s)://..., or a path on a mounted volume (see volume) or file://."""
+    http(s)://..., or a path on a mounted volume (see volume) or file://. On s3://, gs://,
+    azure:// and paths it may name many files: a URL ending in / is a prefix (every file
+    under it, at any depth), and one with *, ? or [...] is a glob (* and ? never cross /).
+    The files are listed once, when the first run starts, and recorded."""
     secret_ref: SecretRef | None = None
     """Secret with the credentials for the source, in the cloud's conventional keys, handed to
     the worker as environment variables (and mounted at /var/run/csvkafka/source-secret):
@@ -132,6 +137,9 @@ class CsvFormat(ApiModel):
     column_types: dict[str, ColumnType] = Field(default_factory=dict)
     """Type of each named column (others stay strings). A value that does not convert makes
     its row a bad row."""
+    quoted_newlines: bool = True
+    """Whether quoted fields may hold line breaks. False lets a huge file be cut into shards at
+    the first newline after each boundary, without reading the file for its quotes first."""
 
 
 class TopicCreation(ApiModel):
@@ -207,6 +215,18 @@ class Worker(ApiModel):
     """How many failed pods the Job tolerates before the attempt fails."""
     service_account_name: str | None = None
     """ServiceAccount to run as instead of the one the operator creates (for workload identity)."""
+    pods: int = Field(default=1, ge=1, le=32)
+    """Worker pods at a time (the Indexed Job's parallelism). Above 1, or with a prefix or glob
+    source, the run is cut into work units (files, and byte-range shards of files larger than
+    shardBytes) that the pods share, each unit with its own checkpoint."""
+    shard_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    """An uncompressed file larger than this is cut into shards of about this size when the
+    run has work units (see pods and ordering)."""
+
+
+class Ordering(StrEnum):
+    PER_UNIT = "PerUnit"
+    STRICT = "Strict"
 
 
 class CsvIngestionSpec(ApiModel):
@@ -232,3 +252,13 @@ class CsvIngestionSpec(ApiModel):
     A counter, not a flag, so a GitOps tool never has to set it back."""
     suspend: bool = False
     """Stop the worker and keep the checkpoint; set back to false to resume."""
+    ordering: Ordering = Ordering.PER_UNIT
+    """PerUnit: rows with the same key keep their file order within a work unit (a file, or
+    a shard of one); across units there is no order. Strict: a file is never cut into shards,
+    so the order holds within each file (one pod per file: no speed-up within a file)."""
+
+    @property
+    def has_units(self) -> bool:
+        """Whether a run is cut into work units: a prefix or glob source, or more than one
+        pod. A single file with one pod is the one-unit case, with no ``status.units``."""
+        return self.worker.pods > 1 or names_many(self.source.url)

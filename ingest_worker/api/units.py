@@ -252,9 +252,11 @@ class UnitsStatus(ApiModel):
     progress: str = ""
     """Completed units of the total, for kubectl get: "Files 812/5000" (", 3 failed" when some
     did)."""
-    active: list[UnitCheckpoint] = Field(default_factory=list, max_length=ACTIVE_MAX)
+    active: list[UnitCheckpoint] = Field(
+        default_factory=list, max_length=ACTIVE_MAX + FAILED_LISTED_MAX
+    )
     """The checkpoint of every unit in progress, by id; a unit whose worker stopped stays here
-    and resumes from it."""
+    and resumes from it, as does a listed failed unit that a retry runs again."""
     failed: list[FailedUnit] = Field(default_factory=list, max_length=FAILED_LISTED_MAX)
     """The first failed units, in the order they failed, with why and their last checkpoint."""
     failed_more: int = Field(default=0, ge=0)
@@ -264,13 +266,22 @@ class UnitsStatus(ApiModel):
     zlib-compressed, base64."""
     failed_ids: str
     """Ids of all failed units, listed or not, encoded as completed is."""
+    plan: str | None = None
+    """SHA-256 of the recorded plan these units belong to: every pod checks it runs that plan."""
+    retried: str | None = None
+    """Ids of the units that failed in an earlier run and run again in this one, encoded as
+    completed is. Such a unit of a whole file may find the file at a new version (fixed), and
+    then ingests it from the beginning."""
 
     @classmethod
-    def begin(cls, kind: UnitKind, total: int, bytes_total: int | None = None) -> UnitsStatus:
+    def begin(
+        cls, kind: UnitKind, total: int, bytes_total: int | None = None, plan: str | None = None
+    ) -> UnitsStatus:
         """Every unit pending: the status a plan of ``total`` units starts with."""
         empty = encode_ids((), total)
         return cls(
             kind=kind,
+            plan=plan,
             total=total,
             counts=UnitCounts(pending=total),
             counters=UnitCounters(bytes_total=bytes_total),
@@ -278,6 +289,9 @@ class UnitsStatus(ApiModel):
             completed=empty,
             failed_ids=empty,
         )
+
+    def retried_ids(self) -> frozenset[int]:
+        return frozenset() if self.retried is None else decode_ids(self.retried, self.total)
 
     def completed_ids(self) -> frozenset[int]:
         return decode_ids(self.completed, self.total)
@@ -408,6 +422,35 @@ def apply(status: UnitsStatus, events: Iterable[UnitEvent]) -> UnitsStatus:
         failed_more=failed_more,
         completed=encode_ids(done, total),
         failed_ids=encode_ids(failed_ids, total),
+        plan=status.plan,
+        retried=status.retried,
+    )
+
+
+def retry_failed(status: UnitsStatus) -> UnitsStatus:
+    """The status a retry (a new run) starts from: the failed units run again, each from its
+    last checkpoint when it is listed (it goes back to ``active``), from its start when it was
+    only counted (``failedMore``); completed units stay completed."""
+    failed = status.all_failed_ids()
+    if not failed:
+        return status.model_copy(update={"retried": None})
+    active = {u.id: u for u in status.active}
+    for f in status.failed:
+        active[f.id] = UnitCheckpoint.model_validate(f.model_dump(exclude={"reason"}))
+    empty = encode_ids((), status.total)
+    done = status.counts.completed
+    return UnitsStatus(
+        kind=status.kind,
+        total=status.total,
+        counts=UnitCounts(pending=status.total - len(active) - done, running=len(active),
+                          completed=done),
+        counters=status.counters,
+        progress=progress_text(status.kind, done, status.total),
+        active=[active[i] for i in sorted(active)],
+        completed=status.completed,
+        failed_ids=empty,
+        plan=status.plan,
+        retried=encode_ids(failed, status.total),
     )
 
 

@@ -55,6 +55,28 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (HTTPError, ConnectionError, TimeoutError))
 
 
+def retrying(
+    what: str, call: Callable[[], Any], budget: float, clock: Callable[[], float] = time.monotonic
+) -> Any:
+    """``call()``, retried with backoff through transient API errors for ``budget`` seconds."""
+    deadline = clock() + budget
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc) or clock() + delay > deadline:
+                raise
+            log.warning(
+                "%s: Kubernetes API unavailable (%s); retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class StaleRun(Exception):
     """A newer run of the ingestion exists: this worker must stop and write nothing."""
 
@@ -191,23 +213,7 @@ class KubeStatusStore:
         self._rate: Rate | None = None
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
-        """``call()``, retried with backoff through transient API errors for ``outage_budget``."""
-        deadline = self.clock() + self.outage_budget
-        delay = 0.2
-        while True:
-            try:
-                return call()
-            except Exception as exc:
-                if not is_transient(exc) or self.clock() + delay > deadline:
-                    raise
-                log.warning(
-                    "%s: Kubernetes API unavailable (%s); retrying in %.1fs",
-                    what,
-                    type(exc).__name__,
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return retrying(what, call, self.outage_budget, self.clock)
 
     # -- the API ---------------------------------------------------------------------------
 

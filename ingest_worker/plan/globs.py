@@ -59,6 +59,14 @@ def selects(url: str, name: str) -> bool:
     return name == url
 
 
+def names_many(url: str) -> bool:
+    """Whether a source URL names many files: a prefix or a glob. An http(s) URL names one
+    file (its ``?`` starts a query, and a server lists nothing)."""
+    if url.startswith(("http://", "https://")):
+        return False
+    return is_prefix(url) or is_pattern(url)
+
+
 @functools.lru_cache(maxsize=64)
 def _compile(pattern: str) -> re.Pattern[str]:
     try:

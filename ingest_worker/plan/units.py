@@ -17,7 +17,7 @@ from typing import Any
 from ingest_worker.plan.globs import listing_prefix
 from ingest_worker.plan.shards import Shards
 
-# Short keys: a plan of 10,000 files is recorded in the cluster (a ConfigMap holds at most
+# Short keys: a plan of 10,000 files is recorded in the cluster (an object holds at most
 # 1 MiB), so every byte per unit counts. Fields at their default are left out too.
 _KEYS = {"id": "i", "url": "u", "version": "v", "size": "n", "start": "s", "end": "e",
          "line": "l", "compressed": "z"}

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
 from ingest_worker.sources.base import (
     Environ,
     ObjectStat,
+    ReadRange,
     Scheme,
     SourceError,
     cause,
+    changed,
     no_pin,
     split_bucket_url,
+    split_prefix_url,
 )
 
 
@@ -59,8 +63,53 @@ def params(url: str, endpoint_url: str | None, environ: Environ) -> dict[str, An
 
 def stat(url: str, params: dict[str, Any]) -> ObjectStat:
     container, name = split_bucket_url(url)
-    props = params["client"].get_blob_client(container, name).get_blob_properties()
+    return _stat(params["client"].get_blob_client(container, name).get_blob_properties())
+
+
+def _stat(props: Any) -> ObjectStat:
+    # A listing gives the ETag bare, a HEAD in quotes: the version is the bare one.
     return ObjectStat(size=int(props.size), version=str(props.etag or "").strip('"') or None)
+
+
+def list_objects(prefix_url: str, params: dict[str, Any]) -> Iterator[tuple[str, ObjectStat]]:
+    container, prefix = split_prefix_url(prefix_url)
+    blobs = params["client"].get_container_client(container).list_blobs(
+        name_starts_with=prefix or None, include=["metadata"]
+    )
+    for props in blobs:
+        # A directory of a hierarchical-namespace account (ADLS Gen2) is a blob without the
+        # trailing "/" of other stores' folder markers: only its metadata tells.
+        if (props.metadata or {}).get("hdi_isfolder") == "true":
+            continue
+        yield f"azure://{container}/{props.name}", _stat(props)
+
+
+def read_ranges(url: str, params: dict[str, Any], version: str) -> ReadRange:
+    """Ranged reads with If-Match on the ETag (412 once the blob is replaced)."""
+    from azure.core import MatchConditions
+    from azure.core import exceptions as ae
+
+    container, name = split_bucket_url(url)
+    blob = params["client"].get_blob_client(container, name)  # the SDK's clients are thread-safe
+    etag = f'"{version}"'
+
+    def read_range(offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            data: bytes = blob.download_blob(
+                offset=offset, length=length, etag=etag,
+                match_condition=MatchConditions.IfNotModified, max_concurrency=1,
+            ).readall()
+        except (ae.ResourceModifiedError, ae.ResourceNotFoundError):
+            raise changed(url, version) from None
+        except ae.HttpResponseError as e:
+            if e.status_code == 416:  # past the end: nothing, as a file's read gives
+                return b""
+            raise
+        return data
+
+    return read_range
 
 
 def _azure_code(exc: BaseException) -> str:
@@ -95,4 +144,6 @@ def explain(url: str, exc: BaseException) -> str | None:
 
 
 
-SCHEME = Scheme("Azure Blob", params, stat, no_pin, explain)
+SCHEME = Scheme(
+    "Azure Blob", params, stat, no_pin, explain, list=list_objects, ranges=read_ranges
+)

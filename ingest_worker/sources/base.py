@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlparse
@@ -10,6 +10,9 @@ from urllib.parse import urlparse
 from ingest_worker.api.spec import Compression
 
 Environ = Mapping[str, str]
+ReadRange = Callable[[int, int], bytes]
+"""``read_range(offset, length)``: the stored bytes ``[offset, offset + length)``, fewer only at
+the end (as :data:`ingest_worker.plan.shards.ReadRange`, without importing the planner)."""
 
 # Bytes per read from the socket. smart-open's 128 KiB default makes the reader thread give up
 # and re-take the GIL for every small read while the parsing threads hold it (the "convoy
@@ -49,6 +52,13 @@ class Scheme:
     open: Callable[[str, Compression], IO[bytes]] | None = None
     """``open(url, compression)``: the decompressed stream. None: smart-open's streaming reader
     (a seek is a ranged GET from that offset, never a download of the whole object)."""
+    list: Callable[[str, dict[str, Any]], Iterator[tuple[str, ObjectStat]]] | None = None
+    """``list(prefix_url, params)``: every object whose URL starts with ``prefix_url`` (a literal
+    prefix in URL form), folder markers (names ending in ``/``) included, as (its URL, the
+    ObjectStat ``stat`` gives for it). None: the scheme names one file and cannot list."""
+    ranges: Callable[[str, dict[str, Any], str], ReadRange] | None = None
+    """``ranges(url, params, version)``: a thread-safe :data:`ReadRange` of the stored bytes,
+    pinned to ``version`` (a replaced object raises :func:`changed`). None: no ranged reads."""
 
 
 def split_bucket_url(url: str) -> tuple[str, str]:
@@ -58,6 +68,31 @@ def split_bucket_url(url: str) -> tuple[str, str]:
     if not bucket or not key:
         raise SourceError(f"bad source URL {url}: expected {parsed.scheme}://BUCKET/OBJECT")
     return bucket, key
+
+
+def split_prefix_url(prefix_url: str) -> tuple[str, str]:
+    """``scheme://bucket/key-prefix`` -> (bucket, key prefix, maybe empty).
+
+    Split by hand, not by urlparse: a key prefix may hold ``#`` or ``;``, which are not URL
+    syntax in a bucket's key.
+    """
+    scheme, sep, rest = prefix_url.partition("://")
+    bucket, slash, key = rest.partition("/")
+    if not sep or not bucket or not slash:
+        # "s3://logs-*/x.csv" lists from "s3://logs-": no store lists buckets by a pattern.
+        raise SourceError(
+            f"bad source URL {prefix_url}: a prefix or glob names its bucket in full, as "
+            f"{scheme}://BUCKET/PREFIX"
+        )
+    return bucket, key
+
+
+def changed(url: str, version: str) -> SourceError:
+    """The error of a pinned read that finds another version (or none) of ``url``."""
+    return SourceError(
+        f"source changed: {url} is no longer version {version} (replaced or deleted since its "
+        "version was taken)"
+    )
 
 
 def no_pin(params: dict[str, Any], stat: ObjectStat) -> dict[str, Any]:

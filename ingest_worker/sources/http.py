@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from typing import Any
 
-from ingest_worker.sources.base import READ_BUFFER_BYTES, Environ, ObjectStat, Scheme
+from ingest_worker.sources.base import (
+    READ_BUFFER_BYTES,
+    Environ,
+    ObjectStat,
+    ReadRange,
+    Scheme,
+    SourceError,
+    changed,
+)
 
 HTTP_TIMEOUT_S = 60.0
 
@@ -47,14 +57,16 @@ def stat(url: str, params: dict[str, Any]) -> ObjectStat:
     resp.raise_for_status()
     length = resp.headers.get("Content-Length")
     size = int(length) if length and length.isdigit() else None
-    etag = resp.headers.get("ETag", "")
+    return ObjectStat(size=size, version=_version(resp.headers, size))
+
+
+def _version(headers: Mapping[str, str], size: int | None) -> str | None:
+    etag = headers.get("ETag", "")
     if etag and not etag.startswith("W/"):
-        version: str | None = etag
-    elif resp.headers.get("Last-Modified"):
-        version = f"{resp.headers['Last-Modified']}; size={size}"
-    else:
-        version = None  # nothing tells versions apart: a change cannot be detected
-    return ObjectStat(size=size, version=version)
+        return etag
+    if headers.get("Last-Modified"):
+        return f"{headers['Last-Modified']}; size={size}"
+    return None  # nothing tells versions apart: a change cannot be detected
 
 
 def pin(params: dict[str, Any], stat: ObjectStat) -> dict[str, Any]:
@@ -63,6 +75,44 @@ def pin(params: dict[str, Any], stat: ObjectStat) -> dict[str, Any]:
     if stat.version and stat.version.startswith('"'):
         return {**params, "headers": {**params["headers"], "If-Match": stat.version}}
     return params
+
+
+def read_ranges(url: str, params: dict[str, Any], version: str) -> ReadRange:
+    """Ranged GETs, with If-Match on a strong ETag (412 once replaced); a version made of
+    Last-Modified and size is compared with each answer's own."""
+    import requests
+
+    strong = version.startswith('"')
+    headers = {**params["headers"], **({"If-Match": version} if strong else {})}
+    local = threading.local()  # a requests.Session is not documented as thread-safe
+
+    def read_range(offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        rng = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        with session.get(url, headers={**headers, **rng}, auth=_auth(params),
+                         timeout=params["timeout"], stream=True) as resp:
+            if resp.status_code == 412:
+                raise changed(url, version)
+            if resp.status_code == 416:  # at or past the end: nothing, as a file's read gives
+                return b""
+            resp.raise_for_status()
+            if resp.status_code != 206:  # the whole file, for every range: refuse to read it
+                raise SourceError(
+                    f"cannot read {url} in byte ranges: the server answered HTTP "
+                    f"{resp.status_code} to a Range request"
+                )
+            total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else None
+            if not strong and _version(resp.headers, size) != version:
+                raise changed(url, version)
+            data: bytes = resp.content
+            return data
+
+    return read_range
 
 
 def explain(url: str, exc: BaseException) -> str | None:
@@ -85,5 +135,6 @@ def explain(url: str, exc: BaseException) -> str | None:
 
 
 
-HTTP = Scheme("HTTP", params, stat, pin, explain)
-HTTPS = Scheme("HTTPS", params, stat, pin, explain)
+# No listing: a web server has no API to list a folder.
+HTTP = Scheme("HTTP", params, stat, pin, explain, ranges=read_ranges)
+HTTPS = Scheme("HTTPS", params, stat, pin, explain, ranges=read_ranges)

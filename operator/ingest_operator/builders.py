@@ -12,8 +12,11 @@ import json
 from typing import Any
 
 from ingest_operator import GROUP, PLURAL, PREFIX
+from ingest_worker.api import API_VERSION, PLAN_KIND, PLAN_PLURAL
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.exitcodes import WORKER_EXIT_FATAL
+from ingest_worker.plan.assign import INDEXES_PER_POD
+from ingest_worker.plan.globs import names_many
 
 LABEL_INGESTION = f"{PREFIX}/ingestion"
 LABEL_RUN = f"{PREFIX}/run"
@@ -95,8 +98,35 @@ def build_role(ingestion: str, namespace: str) -> dict[str, Any]:
                 "resourceNames": [ingestion],
                 "verbs": ["get", "patch", "update"],
             },
+            # The run's plan (a run with work units): index 0 records it, every pod reads it.
+            {
+                "apiGroups": [GROUP],
+                "resources": [PLAN_PLURAL],
+                "resourceNames": [ingestion],
+                "verbs": ["get", "update"],
+            },
         ],
     }
+
+
+def build_plan(ingestion: str, namespace: str) -> dict[str, Any]:
+    """The run's CsvIngestionPlan, empty: index 0 of the worker Job records the plan in it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": PLAN_KIND,
+        "metadata": {"name": ingestion, "namespace": namespace, "labels": labels(ingestion)},
+    }
+
+
+def job_indexes(spec: CsvIngestionSpec) -> int:
+    """The Indexed Job's completions for a run with work units.
+
+    Many files: four indexes per pod, so a pod that finishes early takes another batch (see
+    :mod:`ingest_worker.plan.assign`). One file cut into shards: one index per pod, as the
+    shards are equal ranges of known size.
+    """
+    pods = spec.worker.pods
+    return pods * INDEXES_PER_POD if names_many(spec.source.url) else pods
 
 
 def build_role_binding(ingestion: str, namespace: str, account: str) -> dict[str, Any]:
@@ -217,12 +247,25 @@ def build_job(
     }
     if env_from:
         container["envFrom"] = env_from
+    job_spec: dict[str, Any] = {"backoffLimit": spec.worker.backoff_limit}
+    if spec.has_units:
+        # Each index owns a batch of units; its pod retries on its own (backoffLimitPerIndex),
+        # and a failed index does not stop the others. A unit's own error never fails the pod:
+        # the worker records it and goes on with the index's other units.
+        indexes = job_indexes(spec)
+        job_spec = {
+            "completionMode": "Indexed",
+            "completions": indexes,
+            "parallelism": spec.worker.pods,
+            "backoffLimitPerIndex": spec.worker.backoff_limit,
+        }
+        env.append({"name": "CSVKAFKA_INDEXES", "value": str(indexes)})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": namespace, "labels": job_labels},
         "spec": {
-            "backoffLimit": spec.worker.backoff_limit,
+            **job_spec,
             # A fatal worker error (missing source, bad credentials) fails the run at once;
             # disruptions (eviction, preemption) do not count against the backoff limit.
             "podFailurePolicy": {

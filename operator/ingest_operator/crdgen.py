@@ -177,14 +177,8 @@ def build_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-                        # "Files 812/5000" or "Shards 7/12"; at -o wide until runs have units
-                        # (a single file has none: the column would be empty).
-                        {
-                            "name": "Units",
-                            "type": "string",
-                            "jsonPath": ".status.units.progress",
-                            "priority": 1,
-                        },
+                        # "Files 812/5000" or "Shards 7/12" (empty for a single file).
+                        {"name": "Units", "type": "string", "jsonPath": ".status.units.progress"},
                         {"name": "Rows", "type": "integer", "jsonPath": ".status.rowsPublished"},
                         {"name": "Errors", "type": "integer", "jsonPath": ".status.rowsFailed"},
                         # -o wide: the worker's smoothed rate and the time left, while it runs.

@@ -38,6 +38,7 @@ from ingest_operator.phases import (
     start_run_patch,
     suspend_patch,
 )
+from ingest_worker.api import PLAN_KIND
 from ingest_worker.api.client import update_status
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.api.status import CsvIngestionStatus
@@ -135,6 +136,8 @@ def _ensure_children(body: dict[str, Any], spec: CsvIngestionSpec, run: int, gen
         ("Role", builders.build_role(name, ns)),
         ("RoleBinding", builders.build_role_binding(name, ns, builders.worker_account(name, spec))),
     ]
+    if spec.has_units:
+        children.append((PLAN_KIND, builders.build_plan(name, ns)))
     for kind, child in children:
         kopf.adopt(child, owner=_kbody(body))
         kube.create_ok_if_exists(kind, child)
@@ -190,6 +193,8 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
         if decision.stop_job and status.job_name and kube.delete_job(namespace, status.job_name):
             _event(body, "JobStopped", f"Deleted worker Job {status.job_name}: not allowed")
     elif decision.action == Action.START_RUN:
+        if decision.reset_checkpoint:
+            kube.clear_plan(namespace, name)  # before the Job: its index 0 plans again
         started = _ensure_children(body, spec, decision.run, gen)
         job = builders.job_name(name, decision.run)
         how = (

@@ -8,6 +8,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ingest_worker.api import GROUP, PLAN_KIND, PLAN_PLURAL, VERSION
 from ingest_worker.api.client import api_client
 
 # The CsvIngestion itself is read and its status written through ingest_worker.api.client
@@ -27,12 +28,35 @@ def create_ok_if_exists(kind: str, body: Mapping[str, Any]) -> bool:
             client.RbacAuthorizationV1Api(api).create_namespaced_role(ns, body)
         elif kind == "RoleBinding":
             client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(ns, body)
+        elif kind == PLAN_KIND:
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                GROUP, VERSION, ns, PLAN_PLURAL, body
+            )
         else:
             raise ValueError(f"unsupported kind {kind}")
     except ApiException as exc:
         if exc.status == 409:
             return False
         raise
+    return True
+
+
+def clear_plan(namespace: str, name: str) -> bool:
+    """Empties a CsvIngestionPlan (a run from the beginning plans again); False if it had no
+    plan or does not exist."""
+    objects = client.CustomObjectsApi(api_client())
+    try:
+        body = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLAN_PLURAL, name)
+        if "plan" not in body:
+            return False
+        del body["plan"]
+        objects.replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLAN_PLURAL, name, body
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise  # a 409 too: kopf retries the handler
     return True
 
 

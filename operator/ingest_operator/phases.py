@@ -28,6 +28,7 @@ from ingest_worker.api.status import (
     status_patch,
     with_attempt,
 )
+from ingest_worker.api.units import UnitsStatus, is_finished, retry_failed
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -325,12 +326,21 @@ def start_run_patch(
         )
     elif reset_checkpoint:
         message = f"Run {run}: source changed to {spec.source.url}; starting from the beginning"
+    elif status.units is not None:
+        message = (
+            f"Run {run}: running the {status.units.total - status.units.counts.completed} "
+            f"units not completed, each from its checkpoint (worker Job {job_name})"
+        )
     else:
         row = status.checkpoint.row if status.checkpoint else 0
         message = f"Run {run}: resuming from row {row} (worker Job {job_name})"
     reset: dict[str, Any] = {}
+    if status.units is not None and not reset_checkpoint:
+        # A retry: the failed units run again, each from its checkpoint; completed ones stay.
+        reset = {"units": retry_failed(status.units)}
     if reset_checkpoint:
         reset = dict(
+            units=None,
             checkpoint=None,
             rows_read=0,
             rows_published=0,
@@ -439,6 +449,27 @@ def pending_edit_patch(
     )
 
 
+UNITS_NAMED = 3
+"""Failed units named in the message (all of them are in status.units.failed)."""
+
+
+def units_failure(units: UnitsStatus) -> str | None:
+    """Why a run whose Job succeeded failed all the same: some units failed (each index went
+    on with its other units), or did not run. None when every unit completed."""
+    c = units.counts
+    if c.failed:
+        named = "; ".join(f"{u.source_url or f'unit {u.id}'}: {u.reason}"
+                          for u in units.failed[:UNITS_NAMED])
+        more = f" (and {c.failed - UNITS_NAMED} more, in status.units.failed)" \
+            if c.failed > UNITS_NAMED else ""
+        return (f"{c.failed} of {units.total} {units.kind.value.lower()} failed: {named}{more}; "
+                "fix them and edit the spec to run only those again")
+    if not is_finished(units):
+        return (f"the worker Job completed with {c.pending + c.running} of {units.total} units "
+                "not done; edit the spec to run them")
+    return None
+
+
 def job_patch(
     status: CsvIngestionStatus,
     run: int,
@@ -469,8 +500,14 @@ def job_patch(
                 failed=(ConditionStatus.FALSE, "Running", ""),
             ),
         )
+    if obs.state == JobState.SUCCEEDED and status.units is not None:
+        failure = units_failure(status.units)
+        if failure is not None:
+            obs = JobObservation(JobState.FAILED, "UnitsFailed", failure)
     if obs.state == JobState.SUCCEEDED:
         message = f"Completed: {status.rows_published} rows published, {status.rows_failed} failed"
+        if status.units is not None:
+            message += f" ({status.units.progress})"
         return status_patch(
             phase=Phase.COMPLETED,
             start_time=status.start_time or now,
@@ -490,6 +527,8 @@ def job_patch(
     if obs.state == JobState.FAILED:
         if obs.oom is not None:
             # It beats a lastError: an OOM-killed pod writes none, so that was an earlier pod's.
+            message = obs.message
+        elif obs.reason == "UnitsFailed":
             message = obs.message
         else:
             detail = obs.reason + (f": {obs.message}" if obs.message else "")

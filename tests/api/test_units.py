@@ -339,5 +339,5 @@ def test_the_crd_shows_units_done_of_total() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Units"] == ".status.units.progress"
     units = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["units"]
-    assert units["properties"]["active"]["maxItems"] == ACTIVE_MAX
+    assert units["properties"]["active"]["maxItems"] == ACTIVE_MAX + FAILED_LISTED_MAX
     assert units["properties"]["failed"]["maxItems"] == FAILED_LISTED_MAX

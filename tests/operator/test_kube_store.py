@@ -29,6 +29,7 @@ from ingest_worker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FATAL,
     EXIT_INTERRUPTED,
+    EXIT_KAFKA,
     EXIT_TOO_MANY_ERRORS,
     WORKER_EXIT_FATAL,
     WORKER_EXIT_RETRY,
@@ -126,12 +127,12 @@ def test_the_status_patches_of_rate_and_history() -> None:
 def test_exit_codes_and_env(tmp_path: Path) -> None:
     assert worker_exit_code(True, 0) == 0
     # Source missing, a bad job, too many bad rows: do not retry.
-    for code in (EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS):
+    for code in (EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS, EXIT_KAFKA):
         assert worker_exit_code(False, code) == WORKER_EXIT_FATAL
     # Interrupted with a checkpoint: the Job may retry.
     assert worker_exit_code(False, EXIT_INTERRUPTED) == EXIT_INTERRUPTED
     # The pod's fatal code is none of the run's, nor the retry code a crash gives.
-    run_codes = {0, EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS, EXIT_INTERRUPTED}
+    run_codes = {0, EXIT_FATAL, EXIT_CONFIG, EXIT_TOO_MANY_ERRORS, EXIT_INTERRUPTED, EXIT_KAFKA}
     assert WORKER_EXIT_FATAL not in run_codes | {WORKER_EXIT_RETRY}
     env = read_env(
         {"CSVKAFKA_INGESTION_NAME": "a", "CSVKAFKA_INGESTION_NAMESPACE": "n", "CSVKAFKA_RUN": "2"}

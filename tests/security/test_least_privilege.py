@@ -37,6 +37,7 @@ OPERATOR_EXPECTED: dict[str, set[str]] = {
     "namespaces": {"list", "watch"},
     "csvingestions.csvkafka.io": {"get", "list", "watch", "patch"},
     "csvingestions.csvkafka.io/status": {"get", "patch", "update"},
+    "csvingestionplans.csvkafka.io": {"get", "create", "update"},
     "jobs.batch": {"get", "list", "watch", "create", "delete"},
     "pods": {"list"},  # a failed Job's pods, for an OOM kill
     "serviceaccounts": {"get", "create"},
@@ -119,6 +120,7 @@ def test_worker_identity_touches_only_its_own_status(
     assert got == {
         "csvingestions.csvkafka.io[mine]": {"get"},
         "csvingestions.csvkafka.io/status[mine]": {"get", "patch", "update"},
+        "csvingestionplans.csvkafka.io[mine]": {"get", "update"},
     }
 
 

@@ -18,7 +18,7 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from ingest_worker.api.spec import Kafka, TopicCreation
-from ingest_worker.exitcodes import EXIT_FATAL
+from ingest_worker.exitcodes import EXIT_KAFKA
 from ingest_worker.kafka.topics import TopicError, ensure_topics
 from tests.conftest import TestEnv, unique_name
 
@@ -52,7 +52,7 @@ def test_missing_topic_fails_the_run_by_name(
 ) -> None:
     topic = unique_name("missing")
     proc = run_cli(str(csv_file), "--topic", topic, "--bootstrap-servers", kafka_bootstrap)
-    assert proc.returncode == EXIT_FATAL, proc.stderr
+    assert proc.returncode == EXIT_KAFKA, proc.stderr
     failed = [line for line in proc.stderr.splitlines() if line.startswith("csv-ingest: FAILED")]
     assert len(failed) == 1, proc.stderr
     assert f"topic {topic} does not exist on {kafka_bootstrap}" in failed[0]
@@ -67,7 +67,7 @@ def test_missing_dead_letter_topic_fails_before_any_row(
     topic, dlq = new_topic(partitions=1), unique_name("dlq")
     proc = run_cli(str(csv_file), "--topic", topic, "--bootstrap-servers", kafka_bootstrap,
                    "--dead-letter-topic", dlq)
-    assert proc.returncode == EXIT_FATAL, proc.stderr
+    assert proc.returncode == EXIT_KAFKA, proc.stderr
     failed = [line for line in proc.stderr.splitlines() if line.startswith("csv-ingest: FAILED")]
     assert len(failed) == 1, proc.stderr
     assert f"dead-letter topic {dlq} does not exist" in failed[0]
@@ -149,7 +149,7 @@ def test_an_unreachable_broker_fails_within_the_retry_budget(
     proc = run_cli(str(csv_file), "--topic", "t", "--bootstrap-servers", servers,
                    "--retry-budget-seconds", "3")
     took = time.monotonic() - start
-    assert proc.returncode == EXIT_FATAL, proc.stderr
+    assert proc.returncode == EXIT_KAFKA, proc.stderr
     assert f"Kafka at {servers} did not answer within 3 s" in proc.stderr
     assert "Connection refused" in proc.stderr
     assert took < 30, f"{took:.1f} s"

@@ -1,0 +1,68 @@
+"""One huge file, cut into byte-range shards that pods of one Indexed Job share (issue 12).
+
+Real pods on the local node, the real broker. Sizes are CI's; ``make scale-bench`` runs the
+same file at 1 GB (CSVKAFKA_SCALE_SHARD_BYTES, CSVKAFKA_SCALE_FILE_BYTES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import TestEnv
+from tests.node import DataVolume
+from tests.operator.conftest import OperatorDeployment, run_kubectl
+from tests.operator.test_operator import Ingestions, ingestion
+from tests.scale.data import data_rows, naive_cuts_inside_quotes, quoted_newlines_csv
+
+SHARD_BYTES = int(os.environ.get("CSVKAFKA_SCALE_SHARD_BYTES") or 4 << 20)
+FILE_BYTES = int(os.environ.get("CSVKAFKA_SCALE_FILE_BYTES") or 4 * SHARD_BYTES - (1 << 16))
+
+
+def by_id(messages: list[Any]) -> dict[str, tuple[bytes | None, bytes]]:
+    out: dict[str, tuple[bytes | None, bytes]] = {}
+    for m in messages:
+        out[json.loads(m.value())["_id"]] = (m.key(), m.value())
+    return out
+
+
+def test_quoted_newlines_across_shard_boundaries_land_once_as_one_pod_would(
+    operator: OperatorDeployment,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    namespace: str,
+    new_topic: Callable[..., str],
+    consume_all: Callable[..., list[Any]],
+    data: DataVolume,
+) -> None:
+    csv = quoted_newlines_csv(data.path / "notes.csv", FILE_BYTES, SHARD_BYTES)
+    shards = -(-csv.stat().st_size // SHARD_BYTES)
+    assert shards == 4
+    assert naive_cuts_inside_quotes(csv, SHARD_BYTES) == shards - 1  # every boundary is a trap
+    rows = data_rows(csv)
+    one, four = new_topic(partitions=3), new_topic(partitions=3)
+    for name, topic, pods in (("one", one, 1), ("four", four, 4)):
+        body = ingestion(name, data.source(csv), topic, testenv.kafka_bootstrap, worker={
+            "parallelism": 1, "backoffLimit": 3, "pods": pods, "shardBytes": SHARD_BYTES})
+        body["spec"]["kafka"]["keyColumns"] = ["id"]
+        ingestions.create(body)
+    st = ingestions.wait_phase("four", "Completed", timeout=600)
+    ingestions.wait_phase("one", "Completed", timeout=600)
+    units = st["units"]
+    assert units["kind"] == "Shards" and units["total"] == shards, units
+    assert units["counts"] == {"pending": 0, "running": 0, "completed": shards, "failed": 0}
+    assert st["rowsPublished"] == rows and st["rowsFailed"] == 0
+    out = run_kubectl(testenv, "-n", namespace, "get", "csvi", "four").stdout
+    assert f"Shards {shards}/{shards}" in out, out
+    job = ingestions.batch.read_namespaced_job(st["jobName"], namespace)
+    assert job.spec.completion_mode == "Indexed" and job.spec.parallelism == 4
+    # Every row once, the same bytes, key and event id as the one-pod run of the same file.
+    got_one, got_four = consume_all(one, rows), consume_all(four, rows)
+    dupes = [k for k, n in Counter(json.loads(m.value())["_id"] for m in got_four).items()
+             if n > 1]
+    assert not dupes, dupes[:5]
+    assert len(got_four) == rows
+    assert by_id(got_four) == by_id(got_one)
