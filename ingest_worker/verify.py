@@ -1,4 +1,4 @@
-"""``csv-verify``: proves an ingestion lost nothing, by reading the topic back against the file.
+"""``csv-verify``: proves an ingestion lost nothing, by reading the topic back against its files.
 
 The check is independent of the worker: the file is parsed again here with Python's ``csv``
 module and this module's own record-offset tracking (not the worker's byte scan or parsers), and
@@ -13,13 +13,20 @@ every message is read back from Kafka. What is checked:
   dead-letter topic each is there with its raw bytes and offset, and nothing else is;
 * duplicates (at-least-once redeliveries) are counted, not failed.
 
+An ingestion of many files (a prefix or a glob, each file perhaps cut into byte-range shards) is
+checked the same way, file by file, against one reading of the topic: a message belongs to the
+file whose event-id prefix it carries (shards do not change ids, so they need no care here), a
+dead letter to the file its ``source`` header names; messages and dead letters of no file are
+foreign. The report holds the totals and one sub-report per file.
+
 The rules of what a row is mirror the documented behaviour: a UTF-8 BOM is skipped, the first
 non-blank record is the header (names trimmed), blank lines are not rows, a row must decode in
 the file's encoding, parse as exactly one record with as many fields as there are columns, and
 its typed columns must convert.
 
 Usage as a library: :func:`verify` (reads Kafka) or :func:`verify_messages` (messages you read
-yourself) return a :class:`VerifyReport`.
+yourself) check one file; :func:`verify_many` and :func:`verify_files` check many
+(:class:`SourceFile` each). All return a :class:`VerifyReport`.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlparse
@@ -44,6 +52,10 @@ from urllib.parse import urlparse
 import orjson
 
 from ingest_worker.kafka import deadletter
+from ingest_worker.plan.globs import listing_prefix, names_many
+from ingest_worker.sources import CsvSource, SourceError, scheme_of
+from ingest_worker.sources import local as local_files
+from ingest_worker.sources.listing import list_files
 
 METADATA = ("_source", "_line", "_id")
 _BOM = b"\xef\xbb\xbf"
@@ -115,12 +127,27 @@ class VerifyReport:
     unexpected_examples: list[str] = field(default_factory=list)
     mismatched_examples: list[str] = field(default_factory=list)
     bad_examples: list[str] = field(default_factory=list)
+    dlq_examples: list[str] = field(default_factory=list)
+    """Bad rows whose dead letter is missing or differs."""
     source_error: str | None = None
-    """The source could not be read to its end (e.g. a truncated gzip)."""
+    """The source could not be read to its end (e.g. a truncated gzip), or not opened."""
+    source: str | None = None
+    """The file's URL, in a file's report."""
+    foreign_messages: int = 0
+    """Messages of no file (unreadable, or an id prefix no file has); part of rows_unexpected."""
+    dlq_foreign: int = 0
+    """Dead letters of no file (a source no file has, or no offset); part of dlq_unexpected."""
+    foreign_examples: list[str] = field(default_factory=list)
+    files: list[VerifyReport] = field(default_factory=list)
+    """One report per file, in the order given (totals are their sums plus what is foreign)."""
 
     @property
     def lost(self) -> int:
         return self.rows_missing + self.rows_mismatched
+
+    @property
+    def failing_files(self) -> list[VerifyReport]:
+        return [f for f in self.files if not f.ok]
 
     @property
     def ok(self) -> bool:
@@ -138,6 +165,8 @@ class VerifyReport:
         )
 
     def summary(self) -> str:
+        """One line of counts, then examples; with many files, a section per failing file."""
+        many = len(self.files) > 1
         verdict = "OK" if self.ok else "FAILED"
         parts = [
             f"{verdict}: {self.rows_present}/{self.rows_expected} rows present",
@@ -156,21 +185,35 @@ class VerifyReport:
                 f"{self.dlq_unexpected}, mismatched {self.dlq_mismatched}, duplicates "
                 f"{self.dlq_duplicates})"
             )
+        if many:
+            parts.append(f"files {len(self.files)} ({len(self.failing_files)} failing)")
+            parts.append(f"messages of no file {self.foreign_messages}")
+            if self.dlq_messages is not None:
+                parts.append(f"dead letters of no file {self.dlq_foreign}")
         lines = [", ".join(parts)]
         if self.source_error:
             lines.append(f"source error: {self.source_error}")
-        for title, ex in (
+        # With many files the examples are in each failing file's section, not repeated here.
+        examples = [("of no file", self.foreign_examples)] if many else [
             ("missing", self.missing_examples),
             ("mismatched", self.mismatched_examples),
             ("unexpected", self.unexpected_examples),
-        ):
+            ("dead letters", self.dlq_examples),
+        ]
+        for title, ex in examples:
             if ex:
                 lines.append(f"{title} (first {len(ex)}): " + "; ".join(ex))
+        if many:
+            for f in self.failing_files:
+                first, *rest = f.summary().splitlines()
+                lines.append(f"{f.source}: {first}")
+                lines.extend("    " + line for line in rest)
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ok"], d["lost"] = self.ok, self.lost
+        d["files"] = [f.as_dict() for f in self.files]
         return d
 
 
@@ -206,8 +249,11 @@ class BadRow:
     reason: str
 
 
-def open_source(source: str) -> IO[bytes]:
-    """A local path or ``file://`` URL, decompressed by its suffix (.gz, .bz2)."""
+def open_source(source: str, endpoint_url: str | None = None) -> IO[bytes]:
+    """A local path or ``file://`` URL, decompressed by its suffix (.gz, .bz2); any other URL
+    (s3://, gs://, azure://, http[s]://) through the worker's sources, as it would read it."""
+    if scheme_of(source) not in ("", "file"):
+        return CsvSource(source, endpoint_url=endpoint_url).open()
     path = urlparse(source).path if source.startswith("file://") else source
     if path.endswith(".gz"):
         return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
@@ -385,12 +431,39 @@ class _Seen:
     differs: bool = False
 
 
-def _index_messages(
-    messages: Iterable[Message], report: VerifyReport, id_prefix: str | None
-) -> tuple[dict[int, _Seen], str | None]:
-    by_prefix: dict[str, dict[int, _Seen]] = {}
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of the ingestion, named as the worker named it."""
+
+    url: str
+    """Its URL as the ingestion saw it: the messages' ``_source``, the dead letters' ``source``
+    header and, with ``version``, the event-id prefix."""
+    version: str | None = None
+    """Its version as the worker read it (local: size and mtime; S3: version id or ETag; ...);
+    ``""`` for a source without one. None: unknown (see ``id_prefix``)."""
+    id_prefix: str | None = None
+    """The event-id prefix, to override :func:`id_prefix_for` ``(url, version)``. With neither
+    it nor a version, the prefix most of the messages no other file claims carry (one such file
+    at most)."""
+    read: str | IO[bytes] | None = None
+    """Where the verifier reads it: a path or URL (default: ``url``; .gz/.bz2 by suffix), or an
+    open, decompressed stream (left open)."""
+
+
+@dataclass
+class _Messages:
+    """The topic, indexed: a digest per (event-id prefix, offset), not the messages."""
+
+    by_prefix: dict[str, dict[int, _Seen]] = field(default_factory=dict)
+    count: int = 0
+    unreadable: int = 0
+    unreadable_examples: list[str] = field(default_factory=list)
+
+
+def _index_messages(messages: Iterable[Message]) -> _Messages:
+    index = _Messages()
     for m in messages:
-        report.messages += 1
+        index.count += 1
         raw = m.value()
         try:
             obj = orjson.loads(raw) if raw is not None else None
@@ -398,11 +471,11 @@ def _index_messages(
             obj = None
         ident = _split_id(obj.get("_id")) if isinstance(obj, dict) else None
         if ident is None or not isinstance(obj, dict):
-            report.rows_unexpected += 1
-            _example(report.unexpected_examples, f"unreadable message {(raw or b'')[:80]!r}")
+            index.unreadable += 1
+            _example(index.unreadable_examples, f"unreadable message {(raw or b'')[:80]!r}")
             continue
         prefix, off = ident
-        seen = by_prefix.setdefault(prefix, {})
+        seen = index.by_prefix.setdefault(prefix, {})
         d = _digest(obj)
         s = seen.get(off)
         if s is None:
@@ -410,13 +483,27 @@ def _index_messages(
         else:
             s.count += 1
             s.differs |= s.digest != d
-    if id_prefix is None and by_prefix:
-        id_prefix = max(by_prefix, key=lambda p: len(by_prefix[p]))  # the file's, by majority
-    for prefix, seen in by_prefix.items():
-        if prefix != id_prefix:
-            report.rows_unexpected += sum(s.count for s in seen.values())
-            _example(report.unexpected_examples, f"{len(seen)} ids with foreign prefix {prefix}")
-    return by_prefix.get(id_prefix or "", {}), id_prefix
+    return index
+
+
+def _known_prefixes(files: Sequence[SourceFile]) -> list[str | None]:
+    """Each file's event-id prefix, None where it can only be inferred (one file at most)."""
+    if len({f.url for f in files}) != len(files):
+        raise ValueError("a file is given twice")
+    known = [
+        f.id_prefix or (None if f.version is None else id_prefix_for(f.url, f.version))
+        for f in files
+    ]
+    if known.count(None) > 1:
+        raise ValueError(f"{known.count(None)} files have neither a version nor an id prefix")
+    return known
+
+
+def _infer_prefix(known: list[str | None], index: _Messages) -> None:
+    """The file of unknown version takes the prefix most of the other files' messages carry."""
+    rest = [p for p in index.by_prefix if p not in known]
+    if None in known and rest:
+        known[known.index(None)] = max(rest, key=lambda p: len(index.by_prefix[p]))
 
 
 def _example(into: list[str], text: str) -> None:
@@ -432,11 +519,42 @@ class _DeadLetter:
     truncated: bool
 
 
-def _check_dead_letters(report: VerifyReport, got: list[_DeadLetter], raw: bytes) -> None:
+@dataclass
+class _DeadLetters:
+    """The dead-letter topic, by the file each names (its ``source`` header), then offset."""
+
+    by_source: dict[str, dict[int, list[_DeadLetter]]] = field(default_factory=dict)
+    count: int = 0
+    no_offset: int = 0
+
+
+def _index_dead_letters(dead_letters: Iterable[Message], only: str | None) -> _DeadLetters:
+    """``only``: the one file's URL, which then takes every dead letter whatever its header
+    says (the single-file check never needed the header, and older tools may not match it)."""
+    index = _DeadLetters()
+    for m in dead_letters:
+        index.count += 1
+        hdr = _header(m, deadletter.OFFSET)
+        if hdr is None or not hdr.isdigit():
+            index.no_offset += 1
+            continue
+        source = only if only is not None else (_header(m, deadletter.SOURCE) or b"").decode(
+            errors="replace")
+        index.by_source.setdefault(source, {}).setdefault(int(hdr), []).append(_DeadLetter(
+            m.value() or b"", _header(m, deadletter.KAFKA_ERROR) is not None,
+            _header(m, deadletter.TRUNCATED) == b"true"))
+    return index
+
+
+def _check_dead_letters(
+    report: VerifyReport, got: list[_DeadLetter], row: GoodRow | BadRow
+) -> None:
     """The dead letters of one row carry its bytes (a prefix of them, when cut to fit)."""
     report.dlq_duplicates += len(got) - 1
-    if any(d.value != raw and not (d.truncated and raw.startswith(d.value)) for d in got):
+    if any(d.value != row.raw and not (d.truncated and row.raw.startswith(d.value))
+           for d in got):
         report.dlq_mismatched += 1
+        _example(report.dlq_examples, f"line {row.line}: dead letter differs from the row")
 
 
 def _header(msg: Message, name: str) -> bytes | None:
@@ -444,6 +562,170 @@ def _header(msg: Message, name: str) -> bytes | None:
         if k == name:
             return v
     return None
+
+
+def _check_file(
+    file: SourceFile,
+    id_prefix: str | None,
+    fmt: CsvFormat,
+    seen: dict[int, _Seen],
+    dlq: dict[int, list[_DeadLetter]] | None,
+    endpoint_url: str | None,
+) -> VerifyReport:
+    """One file's report: its rows against the messages of its prefix and its dead letters."""
+    report = VerifyReport(source=file.url, id_prefix=id_prefix)
+    report.messages = sum(s.count for s in seen.values())
+    if dlq is not None:
+        report.dlq_messages = sum(len(v) for v in dlq.values())
+    read = file.url if file.read is None else file.read
+    stream: IO[bytes] | None = None
+    try:
+        # Opened in here: with many files, one gone since the listing is that file's failure.
+        stream = open_source(read, endpoint_url) if isinstance(read, str) else read
+        for row in parse_source(stream, fmt, file.url):
+            if isinstance(row, BadRow):
+                report.bad_expected += 1
+                _example(report.bad_examples, f"line {row.line}: {row.reason}")
+                published = seen.pop(row.offset, None)
+                if published is not None:
+                    report.rows_unexpected += published.count
+                    _example(report.unexpected_examples,
+                             f"bad row at line {row.line} published ({row.reason})")
+                if dlq is not None:
+                    got = dlq.pop(row.offset, None)
+                    if not got:
+                        report.dlq_missing += 1
+                        _example(report.dlq_examples, f"line {row.line}: no dead letter")
+                    else:
+                        _check_dead_letters(report, got, row)
+                continue
+            report.rows_expected += 1
+            s = seen.pop(row.offset, None)
+            refused = dlq.pop(row.offset, None) if dlq is not None and s is None else None
+            if refused and all(d.refused for d in refused):
+                report.rows_refused += 1
+                _check_dead_letters(report, refused, row)
+                continue
+            if refused and dlq is not None:
+                dlq[row.offset] = refused  # not a refusal: left to count as unexpected
+            if s is None:
+                report.rows_missing += 1
+                _example(report.missing_examples, f"line {row.line} (offset {row.offset})")
+                continue
+            report.duplicates += s.count - 1
+            if s.differs or s.digest != _digest(row.values):
+                report.rows_mismatched += 1
+                _example(report.mismatched_examples, f"line {row.line} (offset {row.offset})")
+            else:
+                report.rows_present += 1
+    except (OSError, EOFError, UnicodeDecodeError, SourceError) as e:
+        report.source_error = f"{type(e).__name__}: {e}"
+    finally:
+        if isinstance(read, str) and stream is not None:
+            stream.close()
+    for off, s in seen.items():
+        report.rows_unexpected += s.count
+        _example(report.unexpected_examples, f"id for offset {off}: no such good row")
+    if dlq is not None:
+        for off, vals in dlq.items():
+            report.dlq_unexpected += len(vals)
+            _example(report.unexpected_examples, f"dead letter for offset {off}: no bad row")
+    return report
+
+
+# The counts a total sums over its files.
+_SUMMED = ("rows_expected", "rows_present", "rows_missing", "rows_mismatched", "rows_unexpected",
+           "duplicates", "bad_expected", "rows_refused", "dlq_missing", "dlq_unexpected",
+           "dlq_mismatched", "dlq_duplicates")
+_EXAMPLE_LISTS = ("missing_examples", "unexpected_examples", "mismatched_examples",
+                  "bad_examples", "dlq_examples")
+
+
+def _total(
+    files: list[VerifyReport],
+    index: _Messages,
+    dead: _DeadLetters | None,
+    reported_bad: int | None,
+) -> VerifyReport:
+    """The sums of the files' reports, plus what belongs to no file (left in the indexes)."""
+    total = VerifyReport(bad_reported=reported_bad, messages=index.count, files=files)
+    total.foreign_messages = index.unreadable
+    total.foreign_examples = list(index.unreadable_examples)
+    for prefix, seen in index.by_prefix.items():
+        total.foreign_messages += sum(s.count for s in seen.values())
+        _example(total.foreign_examples, f"{len(seen)} ids with foreign prefix {prefix}")
+    if dead is not None:
+        total.dlq_messages = dead.count
+        total.dlq_foreign = dead.no_offset
+        if dead.no_offset:
+            _example(total.foreign_examples, f"{dead.no_offset} dead letters without an offset")
+        for source, by_offset in dead.by_source.items():
+            total.dlq_foreign += sum(len(v) for v in by_offset.values())
+            _example(total.foreign_examples,
+                     f"{len(by_offset)} dead-lettered rows of source {source!r}, no file here")
+    total.rows_unexpected, total.dlq_unexpected = total.foreign_messages, total.dlq_foreign
+    # Foreign first: a file's examples are cut at ten, and one foreign line may explain them all.
+    total.unexpected_examples = list(total.foreign_examples)
+    many = len(files) > 1
+    for f in files:
+        for name in _SUMMED:
+            setattr(total, name, getattr(total, name) + getattr(f, name))
+        for name in _EXAMPLE_LISTS:
+            for ex in getattr(f, name):
+                _example(getattr(total, name), f"{f.source}: {ex}" if many else ex)
+    unreadable = [f for f in files if f.source_error]
+    if len(files) == 1:
+        total.id_prefix, total.source_error = files[0].id_prefix, files[0].source_error
+    elif unreadable:
+        total.source_error = f"{len(unreadable)} of {len(files)} files could not be read to " \
+            f"the end (first: {unreadable[0].source}: {unreadable[0].source_error})"
+    return total
+
+
+def verify_files(
+    files: Sequence[SourceFile],
+    messages: Iterable[Message],
+    fmt: CsvFormat | None = None,
+    *,
+    dead_letters: Iterable[Message] | None = None,
+    reported_bad: int | None = None,
+    endpoint_url: str | None = None,
+) -> VerifyReport:
+    """Checks messages (read once, in any order) against every file of an ingestion.
+
+    ``dead_letters``: the dead-letter topic's messages; ``reported_bad``: the worker's count of
+    bad rows for the whole ingestion; ``endpoint_url``: the object store's, for remote files.
+    The report's ``files`` holds one report per file; its counts are their sums plus what is
+    foreign (messages and dead letters of no file).
+    """
+    prefixes = _known_prefixes(files)  # before the topic is read: a mistake fails at once
+    fmt = fmt or CsvFormat()
+    index = _index_messages(messages)
+    _infer_prefix(prefixes, index)
+    dead = None
+    if dead_letters is not None:
+        dead = _index_dead_letters(dead_letters, files[0].url if len(files) == 1 else None)
+    reports = []
+    for f, prefix in zip(files, prefixes, strict=True):
+        seen = index.by_prefix.pop(prefix, {}) if prefix is not None else {}
+        dlq = None if dead is None else dead.by_source.pop(f.url, {})
+        reports.append(_check_file(f, prefix, fmt, seen, dlq, endpoint_url))
+    return _total(reports, index, dead, reported_bad)
+
+
+def _single_file(
+    source: str | IO[bytes], source_url: str | None, id_prefix: str | None
+) -> SourceFile:
+    """The one file of the single-file API: a local path's version is read from the disk."""
+    if source_url is None:
+        source_url = source if isinstance(source, str) else ""
+    version = None
+    if id_prefix is None and isinstance(source, str):
+        try:
+            version = local_version(source)
+        except OSError:
+            version = None  # not a local file: the prefix most messages carry
+    return SourceFile(source_url, version, id_prefix, read=source)
 
 
 def verify_messages(
@@ -464,80 +746,8 @@ def verify_messages(
     else the prefix most messages carry); ``dead_letters`` the dead-letter topic's messages;
     ``reported_bad`` the worker's count of bad rows.
     """
-    fmt = fmt or CsvFormat()
-    report = VerifyReport(bad_reported=reported_bad)
-    if source_url is None:
-        source_url = source if isinstance(source, str) else ""
-    if id_prefix is None and isinstance(source, str):
-        try:
-            id_prefix = id_prefix_for(source_url, local_version(source))
-        except OSError:
-            id_prefix = None
-    seen, report.id_prefix = _index_messages(messages, report, id_prefix)
-    dlq: dict[int, list[_DeadLetter]] | None = None
-    if dead_letters is not None:
-        dlq = {}
-        n_dead = 0
-        for m in dead_letters:
-            n_dead += 1
-            hdr = _header(m, deadletter.OFFSET)
-            if hdr is None or not hdr.isdigit():
-                report.dlq_unexpected += 1
-                continue
-            dlq.setdefault(int(hdr), []).append(_DeadLetter(
-                m.value() or b"", _header(m, deadletter.KAFKA_ERROR) is not None,
-                _header(m, deadletter.TRUNCATED) == b"true"))
-        report.dlq_messages = n_dead
-    stream = open_source(source) if isinstance(source, str) else source
-    try:
-        for row in parse_source(stream, fmt, source_url):
-            if isinstance(row, BadRow):
-                report.bad_expected += 1
-                _example(report.bad_examples, f"line {row.line}: {row.reason}")
-                published = seen.pop(row.offset, None)
-                if published is not None:
-                    report.rows_unexpected += published.count
-                    _example(report.unexpected_examples,
-                             f"bad row at line {row.line} published ({row.reason})")
-                if dlq is not None:
-                    got = dlq.pop(row.offset, None)
-                    if not got:
-                        report.dlq_missing += 1
-                    else:
-                        _check_dead_letters(report, got, row.raw)
-                continue
-            report.rows_expected += 1
-            s = seen.pop(row.offset, None)
-            refused = dlq.pop(row.offset, None) if dlq is not None and s is None else None
-            if refused and all(d.refused for d in refused):
-                report.rows_refused += 1
-                _check_dead_letters(report, refused, row.raw)
-                continue
-            if refused and dlq is not None:
-                dlq[row.offset] = refused  # not a refusal: left to count as unexpected
-            if s is None:
-                report.rows_missing += 1
-                _example(report.missing_examples, f"line {row.line} (offset {row.offset})")
-                continue
-            report.duplicates += s.count - 1
-            if s.differs or s.digest != _digest(row.values):
-                report.rows_mismatched += 1
-                _example(report.mismatched_examples, f"line {row.line} (offset {row.offset})")
-            else:
-                report.rows_present += 1
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        report.source_error = f"{type(e).__name__}: {e}"
-    finally:
-        if isinstance(source, str):
-            stream.close()
-    for off, s in seen.items():
-        report.rows_unexpected += s.count
-        _example(report.unexpected_examples, f"id for offset {off}: no such good row")
-    if dlq is not None:
-        for off, vals in dlq.items():
-            report.dlq_unexpected += len(vals)
-            _example(report.unexpected_examples, f"dead letter for offset {off}: no bad row")
-    return report
+    return verify_files([_single_file(source, source_url, id_prefix)], messages, fmt,
+                        dead_letters=dead_letters, reported_bad=reported_bad)
 
 
 # --- Kafka ------------------------------------------------------------------------------------
@@ -567,6 +777,16 @@ def consume(bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int
 
     Waits up to ``timeout`` for the topic to hold ``min_messages``, then reads to the end.
     """
+    return list(read_topic(bootstrap, topic, timeout, min_messages))
+
+
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int = 0
+) -> Iterator[Any]:
+    """:func:`consume`, one message at a time: a whole ingestion's topic need not fit in memory.
+
+    Gives up when no message came for ``timeout`` (30 s at least) before the end.
+    """
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -591,20 +811,23 @@ def consume(bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int
             time.sleep(0.2)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         remaining = {p: h for p, h in highs.items() if h > 0}
-        out: list[Any] = []
-        read_deadline = time.monotonic() + max(timeout, 30.0)
+        stall = max(timeout, 30.0)
+        read_deadline = time.monotonic() + stall
         while remaining and time.monotonic() < read_deadline:
-            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            if batch:
+                # Progress, not the whole read, is timed: the caller's work per message counts.
+                read_deadline = time.monotonic() + stall
+            for msg in batch:
                 if msg.error() is not None:
                     continue
                 p, off = msg.partition(), msg.offset()
                 if off is not None and p in remaining and off < remaining[p]:
-                    out.append(msg)
+                    yield msg
                     if off + 1 >= remaining[p]:
                         del remaining[p]
         if remaining:
             raise TimeoutError(f"could not read {topic} to its end: {remaining}")
-        return out
     finally:
         consumer.close()
 
@@ -622,17 +845,42 @@ def verify(
     timeout: float = 60.0,
 ) -> VerifyReport:
     """Reads ``topic`` (and ``dead_letter_topic``) to the end and checks it against ``source``."""
-    messages = consume(bootstrap, topic, timeout)
-    dead = consume(bootstrap, dead_letter_topic, timeout) if dead_letter_topic else None
-    return verify_messages(
-        source,
-        messages,
-        fmt,
-        source_url=source_url,
-        id_prefix=id_prefix,
-        dead_letters=dead,
-        reported_bad=reported_bad,
-    )
+    return verify_many([_single_file(source, source_url, id_prefix)], topic, bootstrap, fmt,
+                       dead_letter_topic=dead_letter_topic, reported_bad=reported_bad,
+                       timeout=timeout)
+
+
+def verify_many(
+    files: Sequence[SourceFile],
+    topic: str,
+    bootstrap: str,
+    fmt: CsvFormat | None = None,
+    *,
+    dead_letter_topic: str | None = None,
+    reported_bad: int | None = None,
+    timeout: float = 60.0,
+    endpoint_url: str | None = None,
+) -> VerifyReport:
+    """Reads ``topic`` (and ``dead_letter_topic``) once, to the end, and checks it against every
+    file of the ingestion (see :func:`verify_files`)."""
+    dead = read_topic(bootstrap, dead_letter_topic, timeout) if dead_letter_topic else None
+    return verify_files(files, read_topic(bootstrap, topic, timeout), fmt, dead_letters=dead,
+                        reported_bad=reported_bad, endpoint_url=endpoint_url)
+
+
+# --- the files of an ingestion ----------------------------------------------------------------
+
+
+def ingestion_files(
+    source: str, endpoint_url: str | None = None, source_url: str | None = None
+) -> list[SourceFile]:
+    """The files ``source`` (one file, a prefix or a glob) selects, with the versions the
+    worker's planner lists, named as the ingestion of ``source_url`` (a prefix or glob of the
+    same files elsewhere, e.g. the path a pod mounts them at) named them."""
+    base = listing_prefix(source)
+    ingested = listing_prefix(source_url or source)
+    return [SourceFile(ingested + e.url[len(base):], e.version, read=e.url)
+            for e in list_files(source, endpoint_url)]
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -648,14 +896,19 @@ def _char(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="csv-verify",
-        description="Check that a topic holds every good row of a CSV file (and nothing else).",
+        description="Check that a topic holds every good row of an ingestion's CSV files (and "
+                    "nothing else).",
     )
-    p.add_argument("source", help="the CSV file (path or file:// URL; .gz/.bz2 decompressed)")
+    p.add_argument("source", help="the CSV file (path or URL; .gz/.bz2 decompressed), or the "
+                   "ingestion's many: a prefix ending in / or a glob (* ? [...])")
     p.add_argument("--topic", required=True)
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--dead-letter-topic")
-    p.add_argument("--source-url", help="the URL the ingestion was given (default: SOURCE)")
-    p.add_argument("--id-prefix", help="event-id prefix (default: from the file, or inferred)")
+    p.add_argument("--source-url", help="the URL the ingestion was given (default: SOURCE); "
+                   "with many files, its listing prefix replaces SOURCE's in each file's URL")
+    p.add_argument("--id-prefix", help="event-id prefix (default: from the file, or inferred); "
+                   "one file only")
+    p.add_argument("--endpoint-url", help="the object store's endpoint (S3-compatible, ...)")
     p.add_argument("--delimiter", type=_char, default=",")
     p.add_argument("--quote-char", type=_char, default='"')
     p.add_argument("--escape-char", type=_char)
@@ -695,19 +948,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fmt.columns is None and not fmt.header:
         print("csv-verify: --columns is required with --no-header", file=sys.stderr)
         return 2
+    if not names_many(args.source) and os.path.isdir(local_files.local_path(args.source)):
+        print(f"csv-verify: {args.source} is a folder: end it with / to verify every file "
+              "under it", file=sys.stderr)
+        return 2
     try:
-        report = verify(
-            args.source,
+        files = ingestion_files(args.source, args.endpoint_url, args.source_url)
+        if args.id_prefix is not None:
+            if len(files) > 1:
+                print(f"csv-verify: --id-prefix is for one file, {args.source} has "
+                      f"{len(files)}", file=sys.stderr)
+                return 2
+            files = [replace(files[0], id_prefix=args.id_prefix)]
+        report = verify_many(
+            files,
             args.topic,
             args.bootstrap_servers,
             fmt,
             dead_letter_topic=args.dead_letter_topic,
-            source_url=args.source_url,
-            id_prefix=args.id_prefix,
             reported_bad=args.reported_bad,
             timeout=args.timeout,
+            endpoint_url=args.endpoint_url,
         )
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, SourceError) as e:
         print(f"csv-verify: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report.as_dict(), indent=1) if args.json else report.summary())
