@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start image
+.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start scale-bench image
 
 # The compiled core (core/, Rust) is built into a cached wheel first: pip finds it there.
 $(VENV)/.installed: pyproject.toml
@@ -56,6 +56,13 @@ crds: setup
 
 bench: testenv-up
 	$(PY) bench/bench.py
+
+# Scale-out at full size (issue 12): the tests/scale scenarios with 1,000 files and a 1 GB
+# file in 4 shards, then 1, 2 and 4 shards of one file side by side (bench/scale.py).
+scale-bench: testenv-up
+	CSVKAFKA_SCALE_FILES=1000 CSVKAFKA_SCALE_SHARD_BYTES=268435456 \
+	  CSVKAFKA_SCALE_FILE_BYTES=1072693248 $(VENV)/bin/pytest -s tests/scale
+	$(PY) bench/scale.py --rows 4000000
 
 # apply -> first row produced, on the local node (5 runs, by step).
 bench-pod-start: testenv-up

@@ -29,9 +29,8 @@ until then such a file is not split when ``quoted_newlines`` is set.
 
 **Without quoted newlines** (``format.quotedNewlines: false``, or no quote character, when
 nothing can quote a newline) every LF ends a record: the start after a boundary is the first
-LF after it, found with one small read per boundary and no pass over the file. The file's
-line count before a start is then unknown (``None``); the handoff check below is the net if
-the file does hold a newline in a field.
+LF after it. The quote analysis and the check of step 5 are skipped; the pass of step 2 still
+counts the lines, so bad rows keep the file's line numbers.
 
 **The handoff, in the worker.** A range holds whole records: the records that start in
 ``[start, end)``, which also end there. The worker of range k cuts its records from
@@ -123,15 +122,9 @@ def plan_shards(
         return whole("quoted newlines with an escape character: quote parity does not say "
                      "where records start")
 
+    quote = None if by_lf or dialect.quote is None else bytes([dialect.quote])
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        if by_lf:
-            found = list(pool.map(
-                lambda r: _first_start(read_range, r[0], r[1], size, None, 0, None, block_bytes),
-                ranges[1:]))
-            return _dedup([s for s in found if s is not None])
-
-        assert dialect.quote is not None  # by_lf otherwise
-        quote = bytes([dialect.quote])
+        # Without quotes the pass only counts lines: bad rows keep the file's line numbers.
         counts = list(pool.map(lambda r: _count(read_range, r[0], r[1], quote, block_bytes),
                                ranges[:-1]))
         parity, line = 0, 1
@@ -143,6 +136,8 @@ def plan_shards(
             lambda e: _first_start(read_range, e[0], e[1], size, quote, e[2], e[3], block_bytes),
             entry))
         shards = _dedup([s for s in found if s is not None])
+        if by_lf:
+            return shards
         if verify and len(shards.starts) > 1:
             pairs = itertools.pairwise(shards.starts)
             errors = pool.map(
@@ -172,12 +167,14 @@ def check_handoff(end_of_last_record: int, next_start: int) -> str | None:
 
 
 def _count(
-    read_range: ReadRange, lo: int, hi: int, quote: bytes, block_bytes: int
+    read_range: ReadRange, lo: int, hi: int, quote: bytes | None, block_bytes: int
 ) -> tuple[int, int]:
-    """The parity of the quote bytes and the number of LFs in ``[lo, hi)``."""
+    """The parity of the quote bytes (0 without a quote) and the number of LFs in
+    ``[lo, hi)``."""
     parity = lines = 0
     for data in _blocks(read_range, lo, hi, block_bytes):
-        parity ^= data.count(quote) & 1
+        if quote is not None:
+            parity ^= data.count(quote) & 1
         lines += data.count(b"\n")
     return parity, lines
 
@@ -200,7 +197,7 @@ def _first_start(
                 break
             start = offset + lf + 1
             if quote is None:
-                return (start, None) if start < size else None
+                return (start, None if line is None else line + 1) if start < size else None
             parity ^= data.count(quote, pos, lf) & 1
             line = None if line is None else line + 1
             if parity == 0:

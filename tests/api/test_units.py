@@ -32,6 +32,7 @@ from ingest_worker.api.units import (
     encode_ids,
     is_finished,
     overall_phase,
+    retry_failed,
     truncate_reason,
 )
 from ingest_worker.checkpoint.model import Checkpoint, Counters
@@ -341,3 +342,17 @@ def test_the_crd_shows_units_done_of_total() -> None:
     units = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["units"]
     assert units["properties"]["active"]["maxItems"] == ACTIVE_MAX + FAILED_LISTED_MAX
     assert units["properties"]["failed"]["maxItems"] == FAILED_LISTED_MAX
+
+
+def test_a_retry_of_10000_files_with_the_most_failed_stays_under_64_kib() -> None:
+    """The largest status a retry makes: the listed failed units back in progress beside a
+    full active list (a Job that failed mid-run), the ids of all failed ones in ``retried``."""
+    worst = big_status(UnitKind.FILES, 10_000, completed=5000, running=ACTIVE_MAX, failed=500,
+                       seed=2).model_copy(update={"plan": "9" * 64})
+    retried = retry_failed(worst)
+    size = wire_size(CsvIngestionStatus(units=retried))
+    print(f"\n10,000 files retried ({len(retried.active)} in progress, 500 retried): {size} B")
+    assert len(retried.active) == ACTIVE_MAX + FAILED_LISTED_MAX
+    assert retried.counts.failed == 0 and len(retried.retried_ids()) == 500
+    assert retried.counts.running + retried.counts.pending == 5000
+    assert size < STATUS_BUDGET

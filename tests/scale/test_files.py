@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from kubernetes import watch
+
 from tests.conftest import TestEnv
 from tests.operator.conftest import OperatorDeployment, run_kubectl
-from tests.operator.test_operator import Ingestions, ingestion
+from tests.operator.test_operator import Ingestions, ingestion, record_figure
 from tests.sources.conftest import AWS_KEY_ID, secret_value
 
 SMALL = int(os.environ.get("CSVKAFKA_SCALE_FILES") or 200)
@@ -29,6 +33,33 @@ def rows_csv(first: int, rows: int, bad_every: int = 0) -> bytes:
         broken = bad_every and i % bad_every == 0
         lines.append(f"{i},name-{i}" if broken else f"{i},name-{i},{i % 1000}.5")
     return ("\n".join(lines) + "\n").encode()
+
+
+class StatusWrites:
+    """Counts the writes of one CsvIngestion (MODIFIED events of a watch), second by second."""
+
+    def __init__(self, ingestions: Ingestions, name: str) -> None:
+        self.per_second: Counter[int] = Counter()
+        self.watch = watch.Watch()
+        self.thread = threading.Thread(target=self._main, args=(ingestions, name), daemon=True)
+        self.thread.start()
+
+    def _main(self, ingestions: Ingestions, name: str) -> None:
+        for event in self.watch.stream(
+            ingestions.custom.list_namespaced_custom_object, "csvkafka.io", "v1alpha1",
+            ingestions.ns, "csvingestions", field_selector=f"metadata.name={name}",
+            timeout_seconds=1800,
+        ):
+            if event["type"] == "MODIFIED":
+                self.per_second[int(time.monotonic())] += 1
+
+    def stop(self) -> str:
+        self.watch.stop()
+        busy = list(self.per_second.values())
+        if not busy:
+            return "no writes seen"
+        return (f"peak {max(busy)}/s, mean {sum(busy) / len(busy):.1f}/s over the "
+                f"{len(busy)} seconds with writes, {sum(busy)} writes")
 
 
 def test_many_files_on_s3_one_fails_and_a_retry_runs_only_it(
@@ -60,6 +91,8 @@ def test_many_files_on_s3_one_fails_and_a_retry_runs_only_it(
     source = {"url": f"s3://{bucket}/exports/", "secretRef": {"name": "aws"},
               "endpointUrl": s3_endpoint}
     topic = new_topic(partitions=3)
+    writes = StatusWrites(ingestions, "daily")
+    t0 = time.monotonic()
     ingestions.create(ingestion("daily", source, topic, testenv.kafka_bootstrap,
                                 worker={"parallelism": 1, "backoffLimit": 3, "pods": 2},
                                 errors={"maxErrors": 5}))
@@ -67,6 +100,8 @@ def test_many_files_on_s3_one_fails_and_a_retry_runs_only_it(
     bad_url = f"s3://{bucket}/exports/day-{BAD:04}.csv"
 
     st = ingestions.wait_phase("daily", "Failed", timeout=900)
+    record_figure(f"{SMALL + LARGE} files, 2 pods: run 1 (s)", f"{time.monotonic() - t0:.0f}")
+    record_figure(f"{SMALL + LARGE} files, 2 pods: status writes", writes.stop())
     units = st["units"]
     assert units["kind"] == "Files" and units["total"] == total, units
     assert units["counts"] == {"pending": 0, "running": 0, "completed": total - 1, "failed": 1}

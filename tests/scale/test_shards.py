@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import TestEnv
-from tests.node import DataVolume
-from tests.operator.conftest import OperatorDeployment, run_kubectl
-from tests.operator.test_operator import Ingestions, ingestion
+from tests.node import DataVolume, kill_container
+from tests.operator.conftest import OperatorDeployment, run_kubectl, wait_for, write_csv
+from tests.operator.test_operator import (
+    Ingestions,
+    ingestion,
+    record_figure,
+    running_worker,
+)
 from tests.scale.data import data_rows, naive_cuts_inside_quotes, quoted_newlines_csv
 
 SHARD_BYTES = int(os.environ.get("CSVKAFKA_SCALE_SHARD_BYTES") or 4 << 20)
@@ -66,3 +72,52 @@ def test_quoted_newlines_across_shard_boundaries_land_once_as_one_pod_would(
     assert not dupes, dupes[:5]
     assert len(got_four) == rows
     assert by_id(got_four) == by_id(got_one)
+
+
+KILL_ROWS = int(os.environ.get("CSVKAFKA_SCALE_KILL_ROWS") or 2_400_000)
+KILLS = 5
+EVERY_ROWS = 10_000
+
+
+def test_pods_of_a_sharded_run_killed_five_times_lose_nothing(
+    operator: OperatorDeployment,
+    ingestions: Ingestions,
+    testenv: TestEnv,
+    namespace: str,
+    new_topic: Callable[..., str],
+    consume_all: Callable[..., list[Any]],
+    data: DataVolume,
+) -> None:
+    csv = write_csv(data.path / "rows.csv", KILL_ROWS)
+    topic = new_topic(partitions=3)
+    shard_bytes = csv.stat().st_size // 4 + 1
+    ingestions.create(ingestion(
+        "killed", data.source(csv), topic, testenv.kafka_bootstrap,
+        worker={"parallelism": 1, "backoffLimit": 10, "pods": 2, "shardBytes": shard_bytes},
+        checkpoint={"everyRows": EVERY_ROWS, "everySeconds": 1}))
+    rng = random.Random(12)
+    kills: list[tuple[int, str]] = []
+    job = "killed-1"
+
+    def rows_read() -> int:
+        return int(ingestions.status("killed").get("rowsRead", 0))
+
+    for k in range(KILLS):
+        # At random points spread over the run: after a random share of the rows.
+        target = int(KILL_ROWS * (k + rng.random()) / (KILLS + 2))
+        wait_for(f"row {target}", lambda: rows_read() >= target,  # noqa: B023
+                 timeout=300, interval=0.05)
+        pod = wait_for("a running worker", lambda: running_worker(ingestions, job),
+                       timeout=60, interval=0.05)
+        assert kill_container(namespace, pod, "worker"), pod
+        kills.append((rows_read(), pod))
+    st = ingestions.wait_phase("killed", "Completed", timeout=600)
+    assert st["units"]["counts"]["completed"] == 4 and st["rowsPublished"] >= KILL_ROWS
+    # 5 kills of a pod that was mid-shard: every one was replaced, every row is there.
+    assert st["attempts"] >= 2 + KILLS, st["attempts"]
+    messages = consume_all(topic, KILL_ROWS, timeout=180)
+    ids = Counter(int(json.loads(m.value())["id"]) for m in messages)
+    assert set(ids) == set(range(KILL_ROWS)), "rows lost"
+    duplicates = sum(ids.values()) - KILL_ROWS
+    record_figure("sharded run, 5 kills: duplicates", f"{duplicates} (bound {KILLS * EVERY_ROWS})")
+    assert duplicates <= KILLS * EVERY_ROWS, (duplicates, kills)
