@@ -97,7 +97,7 @@ def run_unit(
     start = _start(spec, plan, unit, writer.units, source)
     if isinstance(start, str):
         return start
-    writer.add(UnitStarted(start), now=True)
+    writer.add(UnitStarted(start))
     store = UnitStore(writer, unit.id, unit.url, start)
     if start.byte_offset <= unit.start:
         store.start = None  # its first byte: the run skips the header itself
@@ -143,7 +143,7 @@ def run_index(
                       or UnitCheckpoint.at_start(uid, unit.start, unit.url, unit.version,
                                                  unit.length))
         log.error("Unit %d failed: %s: %s", uid, unit.url, reason)
-        writer.add(UnitFailed(checkpoint, reason), now=True)
+        writer.add(UnitFailed(checkpoint, reason))
         failed += 1
     writer.flush()
     return IndexResult(EXIT_OK, f"index {index}: {completed} units completed, {failed} failed",

@@ -3,10 +3,12 @@
 Each pod of the Indexed Job runs its units one after the other and reports their events
 (:mod:`ingest_worker.api.units`). :class:`UnitsWriter` folds them into ``status.units`` with
 a read-compare-write (a ``resourceVersion`` precondition, retried on 409, as every status
-writer does): many events, one write, at most one write per ``min_interval`` per pod, and at
-once for a unit that ends. With P pods that is about P writes a second however many units
-there are. The totals at the top of the status (rowsRead, rowsPublished, ...) are the units'
-sums, so ``kubectl get`` reads the same columns as for one file.
+writer does): many events, one write, at most one write per ``min_interval`` per pod however
+many units it runs, and a last one when the pod's units are done. With P pods that is at most
+P writes a second. A pod that dies loses at most its last interval of events: its units run
+again from the checkpoints before (a small file that had completed, again from its start).
+The totals at the top of the status (rowsRead, rowsPublished, ...) are the units' sums, so
+``kubectl get`` reads the same columns as for one file.
 
 :class:`UnitStore` is one unit's :class:`~ingest_worker.checkpoint.CheckpointStore`: the
 worker's run of a unit saves checkpoints through it exactly as a whole-file run does into
@@ -116,11 +118,11 @@ class UnitsWriter:
         assert self.units is not None
         return self.units
 
-    def add(self, event: UnitEvent, now: bool = False) -> None:
-        """Queues ``event``; writes the queue when ``now`` or when ``min_interval`` passed."""
+    def add(self, event: UnitEvent) -> None:
+        """Queues ``event``; writes the queue once ``min_interval`` passed since the last."""
         uid = event.checkpoint.id
         self.pending[uid] = _merge(self.pending.get(uid), event)
-        if now or self.clock() - self._last_write >= self.min_interval:
+        if self.clock() - self._last_write >= self.min_interval:
             self.flush()
 
     def flush(self) -> None:
@@ -178,6 +180,6 @@ class UnitStore:
         self.last = checkpoint
         cp = to_unit(self.unit_id, checkpoint)
         if outcome.completed:
-            self.writer.add(UnitCompleted(cp), now=True)
+            self.writer.add(UnitCompleted(cp))
         else:  # the runner says whether the unit failed
             self.writer.add(UnitCheckpointed(cp))

@@ -327,9 +327,10 @@ def start_run_patch(
     elif reset_checkpoint:
         message = f"Run {run}: source changed to {spec.source.url}; starting from the beginning"
     elif status.units is not None:
+        left = status.units.total - status.units.counts.completed
         message = (
-            f"Run {run}: running the {status.units.total - status.units.counts.completed} "
-            f"units not completed, each from its checkpoint (worker Job {job_name})"
+            f"Run {run}: running the units not completed ({left} of {status.units.total}), "
+            f"each from its checkpoint (worker Job {job_name})"
         )
     else:
         row = status.checkpoint.row if status.checkpoint else 0

@@ -582,3 +582,84 @@ def test_operator_refuses_to_start_with_a_bad_setting() -> None:
         "csvkafka-operator: invalid operator configuration: CSVKAFKA_METRICS_PORT: "
         "Input should be less than or equal to 65535"
     ]
+
+
+# --- runs with work units ----------------------------------------------------------------------
+
+
+def test_a_prefix_or_more_pods_makes_an_indexed_job_and_one_file_stays_a_plain_one() -> None:
+    plain = builders.build_job("a", "ns", spec(), run=1, generation=1, default_image="i")
+    assert "completionMode" not in plain["spec"] and plain["spec"]["backoffLimit"] == 6
+    many = spec(source={"url": "s3://b/exports/"}, worker={"pods": 3, "backoffLimit": 2})
+    job = builders.build_job("a", "ns", many, run=1, generation=1, default_image="i")
+    js = job["spec"]
+    # Four indexes per pod for many files: a pod that finishes early takes another batch.
+    assert (js["completionMode"], js["completions"], js["parallelism"]) == ("Indexed", 12, 3)
+    assert js["backoffLimitPerIndex"] == 2 and "backoffLimit" not in js
+    (c,) = js["template"]["spec"]["containers"]
+    assert {"name": "CSVKAFKA_INDEXES", "value": "12"} in c["env"]
+    # One file in shards: one index per pod.
+    shards = spec(worker={"pods": 4})
+    assert shards.has_units
+    js = builders.build_job("a", "ns", shards, run=1, generation=1, default_image="i")["spec"]
+    assert (js["completions"], js["parallelism"]) == (4, 4)
+    # An http URL's "?" is a query, not a glob.
+    assert not spec(source={"url": "https://h/x.csv?sig=1"}).has_units
+
+
+def test_the_worker_may_read_and_fill_only_its_own_plan() -> None:
+    role = builders.build_role("sales", "ns")
+    plan_rule = next(r for r in role["rules"] if r["resources"] == ["csvingestionplans"])
+    assert plan_rule["resourceNames"] == ["sales"] and set(plan_rule["verbs"]) == {"get", "update"}
+    plan = builders.build_plan("sales", "ns")
+    assert (plan["kind"], plan["metadata"]["name"]) == ("CsvIngestionPlan", "sales")
+    assert "plan" not in plan  # empty: index 0 records it
+
+
+def _units(failed: int = 1, completed: int = 2, total: int = 4) -> Any:
+    from ingest_worker.api.units import (
+        UnitCheckpoint,
+        UnitCompleted,
+        UnitFailed,
+        UnitKind,
+        UnitsStatus,
+        apply,
+    )
+
+    events: list[Any] = [UnitCompleted(UnitCheckpoint(id=i)) for i in range(completed)]
+    events += [UnitFailed(UnitCheckpoint(id=completed + i, source_url=f"s3://b/f{i}.csv",
+                                         byte_offset=100), "too many bad rows: 9 > 5")
+               for i in range(failed)]
+    return apply(UnitsStatus.begin(UnitKind.FILES, total, plan="d"), events)
+
+
+def test_a_succeeded_job_with_a_failed_unit_fails_the_run_naming_the_file() -> None:
+    units = _units(failed=1, completed=3, total=4)
+    st = status(phase="InProgress", run=1, units=units.to_wire())
+    patch = job_patch(st, 1, "a-1", JobObservation(JobState.SUCCEEDED), NOW)
+    assert patch is not None and patch["phase"] == "Failed"
+    assert "1 of 4 files failed: s3://b/f0.csv: too many bad rows" in patch["message"]
+    done = _units(failed=0, completed=4, total=4)
+    st = status(phase="InProgress", run=1, units=done.to_wire())
+    patch = job_patch(st, 1, "a-1", JobObservation(JobState.SUCCEEDED), NOW)
+    assert patch is not None and patch["phase"] == "Completed"
+    assert patch["message"].endswith("(Files 4/4)")
+
+
+def test_a_retry_runs_the_failed_units_again_from_their_checkpoints() -> None:
+    units = _units(failed=1, completed=3, total=4)
+    st = status(phase="Failed", run=1, units=units.to_wire(), observedGeneration=1)
+    d = decide(2, spec(), st)
+    assert d.action == Action.START_RUN and not d.reset_checkpoint
+    patch = start_run_patch(st, spec(), run=2, job_name="a-2", generation=2,
+                            reset_checkpoint=False, now=NOW)
+    retried = CsvIngestionStatus.model_validate({"units": patch["units"]}).units
+    assert retried is not None
+    assert retried.counts.to_wire() == {"pending": 0, "running": 1, "completed": 3, "failed": 0}
+    assert [(u.id, u.byte_offset) for u in retried.active] == [(3, 100)]
+    assert retried.retried_ids() == {3}
+    assert "running the units not completed (1 of 4)" in patch["message"]
+    # From the beginning: no units, and the plan is taken again.
+    patch = start_run_patch(st, spec(), run=2, job_name="a-2", generation=2,
+                            reset_checkpoint=True, now=NOW)
+    assert patch["units"] is None
