@@ -279,7 +279,7 @@ resources:
 images:
   - name: csv-kafka
     newName: ${ref%:*}
-    newTag: ${ref##*:}
+    newTag: "${ref##*:}"  # quoted: a tag of digits only would be a YAML number
 patches:
   - patch: |-
       apiVersion: apps/v1

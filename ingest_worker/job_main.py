@@ -122,7 +122,8 @@ def _run_units(
     index = int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
     indexes = int(os.environ.get("CSVKAFKA_INDEXES") or 1)
     plans = PlanStore(env.namespace, env.name)
-    writer = UnitsWriter(env.namespace, env.name, env.run)
+    writer = UnitsWriter(env.namespace, env.name, env.run,
+                         max_lag_rows=spec.checkpoint.every_rows)
     try:
         plan = plans.load()
         if plan is None and index == 0:

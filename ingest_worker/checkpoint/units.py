@@ -4,9 +4,10 @@ Each pod of the Indexed Job runs its units one after the other and reports their
 (:mod:`ingest_worker.api.units`). :class:`UnitsWriter` folds them into ``status.units`` with
 a read-compare-write (a ``resourceVersion`` precondition, retried on 409, as every status
 writer does): many events, one write, at most one write per ``min_interval`` per pod however
-many units it runs, and a last one when the pod's units are done. With P pods that is at most
-P writes a second. A pod that dies loses at most its last interval of events: its units run
-again from the checkpoints before (a small file that had completed, again from its start).
+many units it runs (sooner only when a unit's rows outrun half of ``checkpoint.everyRows``, the
+bound a single file's checkpoint keeps too), and a last one when the pod's units are done. A
+pod that dies loses at most its last interval of events: its units run again from the
+checkpoints before (a small file that had completed, again from its start).
 The totals at the top of the status (rowsRead, rowsPublished, ...) are the units' sums, so
 ``kubectl get`` reads the same columns as for one file.
 
@@ -72,6 +73,7 @@ class UnitsWriter:
         min_interval: float = 1.0,
         outage_budget: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        max_lag_rows: int = 100_000,
     ) -> None:
         self.namespace, self.name, self.run = namespace, name, run
         self.api = api or api_client()
@@ -83,6 +85,8 @@ class UnitsWriter:
         """``status.units`` as last read or written."""
         self.writes = 0
         self._last_write = float("-inf")
+        self.max_lag_rows = max_lag_rows
+        self._written_row: dict[int, int] = {}  # per unit, the row of its last written event
 
     def _status(self, body: dict[str, Any]) -> CsvIngestionStatus:
         st = CsvIngestionStatus.model_validate(body.get("status") or {})
@@ -119,10 +123,14 @@ class UnitsWriter:
         return self.units
 
     def add(self, event: UnitEvent) -> None:
-        """Queues ``event``; writes the queue once ``min_interval`` passed since the last."""
-        uid = event.checkpoint.id
-        self.pending[uid] = _merge(self.pending.get(uid), event)
-        if self.clock() - self._last_write >= self.min_interval:
+        """Queues ``event``; writes the queue once ``min_interval`` passed since the last
+        write, or sooner when a unit is half a checkpoint interval (``max_lag_rows``) ahead of
+        what is written: a crash then replays at most one interval, as for a single file."""
+        cp = event.checkpoint
+        self.pending[cp.id] = _merge(self.pending.get(cp.id), event)
+        lag = cp.row - self._written_row.setdefault(cp.id, cp.row)
+        if (self.clock() - self._last_write >= self.min_interval
+                or lag >= self.max_lag_rows // 2):
             self.flush()
 
     def flush(self) -> None:
@@ -138,6 +146,8 @@ class UnitsWriter:
             return status_patch(units=self.units, **_totals(self.units))
 
         self._update(compute)
+        for event in events:
+            self._written_row[event.checkpoint.id] = event.checkpoint.row
         self.pending.clear()
         self._last_write = self.clock()
 

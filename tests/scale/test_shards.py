@@ -102,19 +102,23 @@ def test_pods_of_a_sharded_run_killed_five_times_lose_nothing(
     def rows_read() -> int:
         return int(ingestions.status("killed").get("rowsRead", 0))
 
+    def kill_one() -> str | None:
+        # The API may still call a container running that has just exited: try the next.
+        pod = running_worker(ingestions, job)
+        return pod if pod and kill_container(namespace, pod, "worker") else None
+
     for k in range(KILLS):
         # At random points spread over the run: after a random share of the rows.
         target = int(KILL_ROWS * (k + rng.random()) / (KILLS + 2))
         wait_for(f"row {target}", lambda: rows_read() >= target,  # noqa: B023
                  timeout=300, interval=0.05)
-        pod = wait_for("a running worker", lambda: running_worker(ingestions, job),
-                       timeout=60, interval=0.05)
-        assert kill_container(namespace, pod, "worker"), pod
+        pod = wait_for("a worker to kill", kill_one, timeout=60, interval=0.05)
         kills.append((rows_read(), pod))
     st = ingestions.wait_phase("killed", "Completed", timeout=600)
     assert st["units"]["counts"]["completed"] == 4 and st["rowsPublished"] >= KILL_ROWS
-    # 5 kills of a pod that was mid-shard: every one was replaced, every row is there.
-    assert st["attempts"] >= 2 + KILLS, st["attempts"]
+    # 5 pods killed mid-shard: every one was replaced (its index retried), every row is there.
+    job_status = ingestions.batch.read_namespaced_job(job, namespace).status
+    assert job_status.failed == KILLS and len(ingestions.worker_pods(job)) == 2 + KILLS
     messages = consume_all(topic, KILL_ROWS, timeout=180)
     ids = Counter(int(json.loads(m.value())["id"]) for m in messages)
     assert set(ids) == set(range(KILL_ROWS)), "rows lost"
