@@ -51,7 +51,7 @@ from ingest_worker.exitcodes import (
     EXIT_TOO_MANY_ERRORS,
 )
 from ingest_worker.kafka import TopicError
-from ingest_worker.kafka.producer import producer_config
+from ingest_worker.kafka.producer import ProducerPool, producer_config
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.policy import over_budget
 from ingest_worker.sources import CsvSource, SourceError
@@ -117,6 +117,10 @@ def _ensure_topics(kafka: Kafka, timeout_s: float) -> None:
     from ingest_worker.kafka.topics import ensure_topics  # the admin client: in this thread
 
     ensure_topics(kafka, timeout_s)
+
+
+def _no_check(kafka: Kafka, timeout_s: float) -> None:
+    """The topics were checked by an earlier run of this process (a pod's earlier unit)."""
 
 
 class _Check:
@@ -198,6 +202,8 @@ class _Run:
     source: CsvSource | None = None
     """The file, already probed (a unit's runner probes it first); None: probe spec's URL."""
     span: Span = field(default_factory=Span)
+    producers: ProducerPool | None = None
+    check_topics: bool = True
     started: float = field(default_factory=time.monotonic)
     workers: list[Worker] = field(default_factory=list)
     outstanding: list[int] = field(default_factory=list)
@@ -245,7 +251,8 @@ class _Run:
         # Before any row is sent: a missing topic fails by name, not as a broker outage. The
         # check waits on the broker (its first answer takes ~50 ms): meanwhile the header is
         # read and the workers connect.
-        topics = _Check(_ensure_topics, spec.kafka, spec.kafka.retry_budget_seconds)
+        topics = _Check(_ensure_topics if self.check_topics else _no_check, spec.kafka,
+                        spec.kafka.retry_budget_seconds)
         with source.open(0) as f:
             header = read_header(f, spec.format, encoding)
         self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
@@ -295,6 +302,7 @@ class _Run:
                                             spec.kafka.retry_budget_seconds,
                                             spec.kafka.producer_properties),
             retry_budget_s=float(spec.kafka.retry_budget_seconds),
+            producers=self.producers,
         )
         n = spec.worker.parallelism
         self.workers = [Worker(i, cfg, self.results) for i in range(n)]
@@ -492,6 +500,8 @@ def run_ingestion(
     stop: threading.Event | None = None,
     source: CsvSource | None = None,
     span: Span | None = None,
+    producers: ProducerPool | None = None,
+    check_topics: bool = True,
 ) -> IngestResult:
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
@@ -499,7 +509,9 @@ def run_ingestion(
     after each saved checkpoint; ``metrics`` receives the run's Prometheus metrics (None: none);
     ``stop`` (set from another thread or a signal handler) asks for a graceful stop that saves
     the checkpoint. ``source`` is the file already probed (default: ``spec.source.url``),
-    ``span`` the byte range of it to ingest (default: all of it). Expected failures (source
+    ``span`` the byte range of it to ingest (default: all of it). ``producers`` lends the
+    workers producers kept from an earlier run of this process, and ``check_topics`` False
+    skips the topic check such a run made. Expected failures (source
     missing or changed, Kafka unavailable past the retry budget, too many bad rows, bad
     configuration) are returned as a result with ``completed=False`` and a non-zero
     ``exit_code``, never raised.
@@ -514,6 +526,8 @@ def run_ingestion(
         stop_requested=stop or threading.Event(),
         source=source,
         span=span or Span(),
+        producers=producers,
+        check_topics=check_topics,
     )
     try:
         return run.run()

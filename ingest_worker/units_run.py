@@ -26,6 +26,7 @@ from ingest_worker.api.units import (
 )
 from ingest_worker.checkpoint.units import UnitStore, UnitsWriter, to_unit
 from ingest_worker.exitcodes import EXIT_INTERRUPTED, EXIT_KAFKA, EXIT_OK
+from ingest_worker.kafka.producer import ProducerPool, producer_config
 from ingest_worker.plan.assign import assign
 from ingest_worker.plan.units import Plan, WorkUnit
 from ingest_worker.run import IngestResult, Span, run_ingestion
@@ -86,6 +87,7 @@ def _start(
 def run_unit(
     spec: CsvIngestionSpec, plan: Plan, unit: WorkUnit, writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None = None,
+    producers: ProducerPool | None = None, check_topics: bool = True,
 ) -> IngestResult | str:
     """Runs one unit; a string is the unit's failure before any row was read."""
     assert writer.units is not None
@@ -106,8 +108,8 @@ def run_unit(
              f" from byte {start.byte_offset}" if store.start is not None else "")
     line = unit.line if unit.line is not None else 1
     return run_ingestion(_unit_spec(spec, unit), store, stop=stop, source=source,
-                         span=Span(unit.start, unit.end, line),
-                         metrics=metrics)
+                         span=Span(unit.start, unit.end, line), metrics=metrics,
+                         producers=producers, check_topics=check_topics)
 
 
 def run_index(
@@ -119,14 +121,30 @@ def run_index(
     units = writer.read()
     if units is None or units.plan != plan.digest:
         raise RuntimeError("status.units does not belong to the recorded plan")
+    kafka = spec.kafka
+    producers = ProducerPool(producer_config(kafka.bootstrap_servers, kafka.retry_budget_seconds,
+                                             kafka.producer_properties),
+                             kafka.topic, float(kafka.retry_budget_seconds))
+    try:
+        return _run_units(spec, plan, mine, writer, stop, metrics, producers, index)
+    finally:
+        producers.close()
+
+
+def _run_units(
+    spec: CsvIngestionSpec, plan: Plan, mine: list[int], writer: UnitsWriter,
+    stop: threading.Event, metrics: Metrics | None, producers: ProducerPool, index: int,
+) -> IndexResult:
     completed = failed = 0
+    checked = False  # the topics, by this pod's first unit that completed
     for uid in mine:
         units = writer.units
         assert units is not None
         if uid in units.completed_ids() or uid in units.all_failed_ids():
             continue
         unit = plan.units[uid]
-        result = run_unit(spec, plan, unit, writer, stop, metrics)
+        result = run_unit(spec, plan, unit, writer, stop, metrics, producers, not checked)
+        checked = checked or (isinstance(result, IngestResult) and result.completed)
         if isinstance(result, IngestResult) and result.completed:
             completed += 1
             continue

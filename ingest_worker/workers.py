@@ -24,7 +24,13 @@ from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, strip_eol
 from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
 from ingest_worker.kafka.deadletter import dead_letter
-from ingest_worker.kafka.producer import Completed, KafkaUnavailable, Refusal, RowProducer
+from ingest_worker.kafka.producer import (
+    Completed,
+    KafkaUnavailable,
+    ProducerPool,
+    Refusal,
+    RowProducer,
+)
 
 log = logging.getLogger("ingest_worker")
 
@@ -36,6 +42,9 @@ class WorkerConfig:
     dead_letter_topic: str | None
     producer_config: dict[str, Any]
     retry_budget_s: float
+    producers: ProducerPool | None = None
+    """Where the producers come from and go back to when the run ends well (a pod's run of
+    many units); None: each worker makes its own and closes it."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class Worker:
         self.results = results
         self.stopping = threading.Event()
         self.producer: RowProducer | None = None
+        self._producer_lock = threading.Lock()
         self.sent_any = False
         self.thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self.thread.start()
@@ -111,9 +121,13 @@ class Worker:
     def _loop(self) -> None:
         cfg = self.cfg
         encoder = ChunkEncoder(cfg.layout)
-        producer = self.producer = RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s)
+        producer = (cfg.producers.take() if cfg.producers is not None
+                    else RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s))
+        with self._producer_lock:
+            self.producer = producer
         producer.warm_up()  # while the run checks the topics and reads the first block
         sent: dict[int, _Sent] = {}
+        finished = False
         try:
             while not self.stopping.is_set():
                 try:
@@ -126,6 +140,7 @@ class Worker:
                     # dead letters go out in a batch of their own, to be waited for too.
                     while sent:
                         self._report(producer, producer.flush(), sent)
+                    finished = True
                     return
                 if isinstance(item, Chunk):
                     started = time.monotonic()
@@ -133,9 +148,16 @@ class Worker:
                 if sent:
                     self._report(producer, producer.poll(0 if item is not _IDLE else 0.01), sent)
         finally:
-            # Any way out: what is not acknowledged is dropped (the checkpoint does not cover
-            # it), and librdkafka is gone before the batches it points into.
-            producer.close(abort=True)
+            with self._producer_lock:  # stop() no longer reaches it
+                self.producer = None
+                reuse = finished and cfg.producers is not None and not self.stopping.is_set()
+            if reuse:
+                assert cfg.producers is not None
+                cfg.producers.give(producer)  # idle: every batch it was given is complete
+            else:
+                # Any other way out: what is not acknowledged is dropped (the checkpoint does
+                # not cover it), and librdkafka is gone before the batches it points into.
+                producer.close(abort=True)
 
     def _send(self, producer: RowProducer, chunk: Chunk, encoded: Encoded, started: float,
               sent: dict[int, _Sent]) -> None:
@@ -175,8 +197,9 @@ class Worker:
     def stop(self) -> None:
         """Stops at once: a blocked send or flush returns, nothing more is taken."""
         self.stopping.set()
-        if self.producer is not None:
-            self.producer.stop()
+        with self._producer_lock:
+            if self.producer is not None:
+                self.producer.stop()
         with contextlib.suppress(queue.Full):
             self.inbox.put_nowait(None)
 
