@@ -34,6 +34,7 @@ KAFKA_CONTROLLER_PORT=39093
 S3_PORT=35000
 GCS_PORT=34443
 AZURE_PORT=30100
+PROMETHEUS_PORT=39090
 # Azurite's well-known development account (public, documented by Microsoft).
 AZURE_ACCOUNT=devstoreaccount1
 AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -129,6 +130,7 @@ export CSVKAFKA_GCS_ENDPOINT="http://$NODE_IP:$GCS_PORT"
 export CSVKAFKA_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://$NODE_IP:$AZURE_PORT/$AZURE_ACCOUNT;"
 export CSVKAFKA_NODE_NETNS="$NODE_NETNS"
 export CSVKAFKA_NODE_IP="$NODE_IP"
+export CSVKAFKA_PROMETHEUS_URL="http://$NODE_IP:$PROMETHEUS_PORT"
 export CSVKAFKA_IMAGE="$(cat "$state/image" 2>/dev/null)"
 export CONTAINER_RUNTIME_ENDPOINT="unix://$state/containerd/containerd.sock"
 export PATH="$bin:$root/.venv/bin:\$PATH"
@@ -255,6 +257,53 @@ stores_start() {
   wait_for "azurite" 60 port_open "$AZURE_PORT"
 }
 
+# prometheus_start: a Prometheus server (hack/build-prometheus.sh) in the node's namespace that
+# scrapes the operator and the worker pods as manifests/monitoring's PodMonitors tell a
+# prometheus-operator to: pods found through the API server, the container port named
+# `metrics`, the `namespace`, `pod`, `ingestion` and `run` labels, `job` the pod's
+# app.kubernetes.io/name (empty labels are dropped: the operator's pod has no run); the
+# operator's own labels win (its per-ingestion series carry their namespace). Every
+# second: the worker pods of a short test live a few seconds.
+prometheus_start() {
+  local prom app dir="$state/prometheus"
+  prom="$(bash "$here/build-prometheus.sh" | tail -1)"
+  mkdir -p "$dir/data"
+  {
+    printf 'global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n'
+    for app in csvkafka-operator csv-ingest-worker; do
+      cat <<JOB
+  - job_name: $app
+    honor_labels: $([ "$app" = csvkafka-operator ] && echo true || echo false)
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $state/kubeconfig
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
+        regex: $app
+        action: keep
+      - source_labels: [__meta_kubernetes_pod_container_port_name]
+        regex: metrics
+        action: keep
+      - source_labels: [__meta_kubernetes_pod_phase]
+        regex: Running
+        action: keep
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+      - source_labels: [__meta_kubernetes_pod_label_csvkafka_io_ingestion]
+        target_label: ingestion
+      - source_labels: [__meta_kubernetes_pod_label_csvkafka_io_run]
+        target_label: run
+JOB
+    done
+  } >"$dir/prometheus.yml"
+  start prometheus "${IN_NODE[@]}" "$prom" --config.file="$dir/prometheus.yml" \
+    --storage.tsdb.path="$dir/data" --web.listen-address="$NODE_IP:$PROMETHEUS_PORT" \
+    --storage.tsdb.retention.time=1d
+  wait_for "prometheus" 60 port_open "$PROMETHEUS_PORT"
+}
+
 # image_up: builds this tree's image (cached by a hash of its sources) and loads it, with the
 # pause image, into containerd.
 image_up() {
@@ -336,6 +385,8 @@ up() {
     sysctls_restore
     wait_for "the default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
     operator_install
+    log "starting prometheus on $NODE_IP:$PROMETHEUS_PORT"
+    prometheus_start
   esac
   write_env
   log "ready in $((SECONDS - t0))s: source $state/env"
@@ -345,7 +396,7 @@ down() {
   local name
   [ -d "$state" ] || { netns_down; return 0; }
   node_down
-  for name in kube-scheduler kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
+  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
   node_down  # again: anything the control plane started while the node stopped
@@ -355,7 +406,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka moto fake-gcs-server azurite; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka moto fake-gcs-server azurite prometheus; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
   memory

@@ -91,7 +91,10 @@ def _load_spec(env: JobEnv, store: KubeStatusStore) -> CsvIngestionSpec:
 
 
 def _serve_metrics() -> Metrics:
-    """The RFC's metrics on CSVKAFKA_WORKER_METRICS_PORT; a busy port is not worth failing."""
+    """The RFC's metrics on CSVKAFKA_WORKER_METRICS_PORT; a busy port is not worth failing.
+
+    A pod that ends waits for one more scrape when something scrapes it
+    (:meth:`Metrics.await_final_scrape`): its last counts reach Prometheus."""
     metrics = Metrics()
     port = int(os.environ.get("CSVKAFKA_WORKER_METRICS_PORT") or 0)
     if port:
@@ -100,6 +103,11 @@ def _serve_metrics() -> Metrics:
         except OSError as exc:
             log.warning("metrics not served on port %d: %s", port, exc)
     return metrics
+
+
+def _last_scrape(metrics: Metrics) -> None:
+    waited = metrics.await_final_scrape()
+    log.info("Waited %.1fs for a last scrape of the metrics", waited)
 
 
 def _run_units(
@@ -141,7 +149,10 @@ def _run_units(
     except (PlanError, SourceError) as exc:
         store.fail(f"planning the run failed: {exc}")
         return WORKER_EXIT_FATAL
-    result = run_index(spec, plan, index, indexes, writer, stop, _serve_metrics())
+    metrics = _serve_metrics()
+    result = run_index(spec, plan, index, indexes, writer, stop, metrics)
+    if not stop.is_set():  # a SIGTERM's grace period is not for waiting on Prometheus
+        _last_scrape(metrics)
     log.info(result.message)
     if result.exit_code == EXIT_KAFKA:
         store.fail(result.message)
@@ -188,7 +199,10 @@ def main() -> int:
         install_signal_handlers(stop)
         if spec.has_units:
             return _run_units(env, spec, store, stop)
-        result = run_ingestion(spec, store, stop=stop, metrics=_serve_metrics())
+        metrics = _serve_metrics()
+        result = run_ingestion(spec, store, stop=stop, metrics=metrics)
+        if not stop.is_set():  # a SIGTERM's grace period is not for waiting on Prometheus
+            _last_scrape(metrics)
     except StaleRun as exc:
         log.warning("stopping: %s", exc)
         return 0  # nothing left for this pod to do; the newer run owns the ingestion

@@ -159,6 +159,8 @@ class _Reader:
         self.error: BaseException | None = None
         self.dispatched: dict[int, Chunk] = {}
         """Dispatched chunks by number, until finished."""
+        self.rows_dispatched = start.row
+        """The row after the last dispatched chunk."""
         self.thread = threading.Thread(target=self._main, name="csv-reader", daemon=True)
 
     def _main(self) -> None:
@@ -180,6 +182,7 @@ class _Reader:
                         return
                     self.dispatched[chunk.seq] = chunk  # before the send: the result may come fast
                     run.dispatch(chunk)
+                    self.rows_dispatched = chunk.end_row
                     if run.metrics is not None:
                         run.metrics.lines.labels("read").inc(chunk.rows)
                     n += 1
@@ -386,6 +389,8 @@ class _Run:
                     saved, last_save = self._save(wm.checkpoint), now
                 c = wm.checkpoint
                 progress.update(c.counters.rows_read - rows0, c.byte_offset - bytes0)
+                if self.metrics is not None:
+                    self.metrics.checkpoint_lag.set(reader.rows_dispatched - saved.row)
         except _Fatal as e:
             fatal = e
         except KeyboardInterrupt:
@@ -409,6 +414,7 @@ class _Run:
         if self.metrics is not None:
             self.metrics.offset.set(cp.byte_offset)
             self.metrics.duration.observe(duration)
+            self.metrics.checkpoint_lag.set(0)  # the last checkpoint covers every row
         summary = self._summary(cp, "completed")
         log.info(
             f"Finished file {source.url} (Duration: {fmt_duration(duration)}, "
@@ -462,6 +468,7 @@ class _Run:
         if m is not None:
             m.lines.labels("processed").inc(r.rows_published)
             m.chunk_duration.observe(r.seconds)
+            m.kafka_retry.inc(max(0.0, r.kafka_fault_s))
             if r.bad:
                 m.lines.labels("error").inc(len(r.bad))
                 m.errors.inc(len(r.bad))

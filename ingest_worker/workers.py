@@ -58,6 +58,8 @@ class ChunkResult:
     bad: list[BadRow]
     """In file order."""
     seconds: float
+    kafka_fault_s: float = 0.0
+    """Seconds this worker's producer spent in Kafka faults since its previous report."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Worker:
         self.stopping = threading.Event()
         self.producer: RowProducer | None = None
         self._producer_lock = threading.Lock()
+        self._fault_reported = 0.0
         self.sent_any = False
         self.thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self.thread.start()
@@ -125,6 +128,7 @@ class Worker:
                     else RowProducer(cfg.producer_config, cfg.topic, cfg.retry_budget_s))
         with self._producer_lock:
             self.producer = producer
+        self._fault_reported = producer.fault_seconds()  # a pooled producer's past is not ours
         producer.warm_up()  # while the run checks the topics and reads the first block
         sent: dict[int, _Sent] = {}
         finished = False
@@ -188,8 +192,11 @@ class Worker:
                 sent[carrier] = _Sent(s.chunk, s.rows_read, s.published - len(refused),
                                       sorted(s.bad + extra, key=lambda b: b.offset), s.started)
                 continue
+            fault = producer.fault_seconds()
             self.results.put(ChunkResult(s.chunk.seq, self.index, s.rows_read, s.published,
-                                         s.bad, time.monotonic() - s.started))
+                                         s.bad, time.monotonic() - s.started,
+                                         fault - self._fault_reported))
+            self._fault_reported = fault
 
     def is_alive(self) -> bool:
         return self.thread.is_alive()

@@ -26,6 +26,9 @@ pub struct Callbacks {
     pub acked: Vec<usize>,
     pub failures: Vec<Failure>,
     pub last_error: String,
+    /// Errors reported so far (failed deliveries and client errors): the fault clock starts
+    /// when this moves.
+    pub errors: u64,
     pub fatal: Option<String>,
     /// (syslog level, text), handed to Python's logging by the caller.
     pub logs: Vec<(i32, String)>,
@@ -72,6 +75,7 @@ unsafe extern "C" fn on_delivery(
     }
     cb.failures.push(Failure { opaque: (*m)._private as usize, err, partition: (*m).partition });
     cb.last_error = err_name(err);
+    cb.errors += 1;
 }
 
 unsafe extern "C" fn on_error(rk: *mut rd::rd_kafka_t, err: c_int, reason: *const c_char, opaque: *mut c_void) {
@@ -81,6 +85,7 @@ unsafe extern "C" fn on_error(rk: *mut rd::rd_kafka_t, err: c_int, reason: *cons
     let cb = &*(opaque as *const Mutex<Callbacks>);
     let mut cb = cb.lock().unwrap();
     cb.last_error = if reason.is_null() { err_name(err) } else { CStr::from_ptr(reason).to_string_lossy().into_owned() };
+    cb.errors += 1;
     if err == ERR_FATAL {
         let mut buf = [0 as c_char; 512];
         rd::rd_kafka_fatal_error(rk, buf.as_mut_ptr(), buf.len());

@@ -286,6 +286,13 @@ impl Producer {
         self.with(py, |p| p.flush()).map(completed)
     }
 
+    /// Seconds this producer spent in Kafka faults: from an error reported while rows waited
+    /// to the acknowledgement that ended it (the `ingest_csv_kafka_retry_seconds` metric).
+    fn fault_seconds(&self) -> f64 {
+        let guard = self.core.lock().unwrap();
+        guard.as_ref().map_or(0.0, |p| p.fault_seconds())
+    }
+
     /// librdkafka's log lines since the last call: (syslog level, text).
     fn take_logs(&self) -> Vec<(i32, String)> {
         let mut guard = self.core.lock().unwrap();

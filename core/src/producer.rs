@@ -121,6 +121,11 @@ pub struct Producer {
     alone: usize,
     last_progress: Instant,
     attempt: u32,
+    /// The fault clock: from the first error Kafka reports while records wait to the next
+    /// acknowledgement (retries, reconnections, leader elections), summed.
+    fault_since: Option<Instant>,
+    fault_total: Duration,
+    errors_seen: u64,
     pub logs: Vec<(i32, String)>,
     stop: Arc<AtomicBool>,
 }
@@ -155,6 +160,9 @@ impl Producer {
             next_dead: 0,
             alone: 0,
             last_progress: Instant::now(),
+            fault_since: None,
+            fault_total: Duration::ZERO,
+            errors_seen: 0,
             attempt: 0,
             logs: Vec::new(),
             stop,
@@ -287,6 +295,12 @@ impl Producer {
         if self.stop.load(Ordering::Relaxed) { Err(Stop::Interrupted) } else { Ok(()) }
     }
 
+    /// Seconds spent in Kafka faults so far: from an error reported while records waited to
+    /// the acknowledgement that ended it, the fault going on included.
+    pub fn fault_seconds(&self) -> f64 {
+        (self.fault_total + self.fault_since.map_or(Duration::ZERO, |s| s.elapsed())).as_secs_f64()
+    }
+
     /// Fails once nothing was acknowledged for the whole retry budget while records wait.
     fn check_stall(&mut self, h: Handle) -> Result<()> {
         let stalled = self.last_progress.elapsed();
@@ -402,6 +416,10 @@ impl Producer {
             };
             let mut cb = c.callbacks();
             self.logs.append(&mut cb.logs);
+            if cb.errors != self.errors_seen && self.fault_since.is_none() && !self.inflight.is_empty() {
+                self.fault_since = Some(Instant::now());
+            }
+            self.errors_seen = cb.errors;
             (std::mem::take(&mut cb.acked), std::mem::take(&mut cb.failures), cb.fatal.clone())
         };
         if let Some(f) = fatal {
@@ -410,6 +428,9 @@ impl Producer {
         if !acked.is_empty() {
             self.last_progress = Instant::now();
             self.attempt = 0;
+            if let Some(since) = self.fault_since.take() {
+                self.fault_total += since.elapsed();
+            }
         }
         for op in acked {
             let (b, i) = unpack(op);

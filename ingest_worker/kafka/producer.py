@@ -111,6 +111,10 @@ class RowProducer:
         finally:
             self._forward_logs()
 
+    def fault_seconds(self) -> float:
+        """Seconds spent in Kafka faults so far (see ``ingest_csv_kafka_retry_seconds``)."""
+        return self.core.fault_seconds()
+
     def stop(self) -> None:
         """Makes a blocked send or flush raise InterruptedError."""
         self.core.request_stop()

@@ -186,7 +186,7 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
     if body is None or not seen:
         return
     ((decision, spec, status, gen),) = seen
-    metrics.PHASES.set(namespace, name, (body.get("status") or {}).get("phase"))
+    metrics.INGESTIONS.set(namespace, name, body.get("status") or {})
     if decision.action == Action.REFUSE:
         if patch is not None:
             _event(body, "Refused", str(patch["message"]), warning=True)
@@ -245,9 +245,10 @@ def reconcile(name: str, namespace: str | None, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def track_phase(type: str, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
-    """Keeps the ingestions-by-phase metric current."""
-    metrics.PHASES.set(namespace or "", name, None if type == "DELETED" else status.get("phase"))
+def track_status(type: str, name: str, namespace: str | None, status: kopf.Status,
+                 **_: Any) -> None:
+    """Keeps the metrics of every ingestion current: its phase and its totals."""
+    metrics.INGESTIONS.set(namespace or "", name, None if type == "DELETED" else dict(status))
 
 
 def _owner_name(body: dict[str, Any]) -> str | None:
@@ -307,7 +308,7 @@ def job_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> No
         return
     if patch is not None:
         phase = patch.get("phase")
-        metrics.PHASES.set(namespace, owner, phase)
+        metrics.INGESTIONS.set(namespace, owner, parent.get("status") or {})
         message = str(patch.get("message", ""))
         if obs.state == JobState.FAILED:
             _event(parent, "Failed", message, warning=True)

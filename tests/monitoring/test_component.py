@@ -174,6 +174,7 @@ def test_component_adds_only_its_objects(kubectl: Kubectl, tmp_path: Path) -> No
     full = render(kubectl, tmp_path / "monitoring", with_component=True)
     added = [o for o in full if key(o) not in {key(b) for b in base}]
     assert sorted(key(o) for o in added) == [
+        ("ConfigMap", "csvkafka-system", "csvkafka-grafana-dashboard"),
         ("PodMonitor", "csvkafka-system", "csv-ingest-worker"),
         ("PodMonitor", "csvkafka-system", "csvkafka-operator"),
         ("PrometheusRule", "csvkafka-system", "csvkafka"),

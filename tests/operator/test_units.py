@@ -663,3 +663,29 @@ def test_a_retry_runs_the_failed_units_again_from_their_checkpoints() -> None:
     patch = start_run_patch(st, spec(), run=2, job_name="a-2", generation=2,
                             reset_checkpoint=True, now=NOW)
     assert patch["units"] is None
+
+
+def test_the_operator_exports_each_ingestions_totals_from_its_status() -> None:
+    from ingest_operator.metrics import IngestionIndex
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    index = IngestionIndex()
+    registry = CollectorRegistry()
+    registry.register(index)
+    index.set("ns", "a", {"phase": "InProgress", "rowsRead": 10, "rowsPublished": 9,
+                          "rowsFailed": 1, "bytesRead": 500, "bytesTotal": 1000,
+                          "rowsPerSecond": 2.5,
+                          "checkpoint": {"time": "2026-01-01T00:00:00Z"}})
+    index.set("ns", "b", {"phase": "Completed", "units": {
+        "counts": {"pending": 0, "running": 1, "completed": 2, "failed": 0},
+        "active": [{"id": 0, "time": "2026-01-01T00:00:10Z"}]}})
+    text = generate_latest(registry).decode()
+    assert 'csvkafka_operator_ingestions{phase="InProgress"} 1.0' in text
+    assert 'csvkafka_ingestion_rows{name="a",namespace="ns",status="published"} 9.0' in text
+    assert 'csvkafka_ingestion_bytes_total{name="a",namespace="ns"} 1000.0' in text
+    assert 'csvkafka_ingestion_rows_per_second{name="a",namespace="ns"} 2.5' in text
+    assert ('csvkafka_ingestion_checkpoint_timestamp_seconds{name="b",namespace="ns"} '
+            '1.76722561e+09') in text
+    assert 'csvkafka_ingestion_units{name="b",namespace="ns",state="completed"} 2.0' in text
+    index.set("ns", "a", None)  # deleted
+    assert 'name="a"' not in generate_latest(registry).decode()

@@ -1,6 +1,7 @@
 """One huge file, cut into byte-range shards that pods of one Indexed Job share (issue 12).
 
-Real pods on the local node, the real broker. Sizes are CI's; ``make scale-bench`` runs the
+Real pods on the local node, the real broker. Sizes are CI's (a 50 MB file in 4 shards);
+``make scale-bench`` runs the
 same file at 1 GB (CSVKAFKA_SCALE_SHARD_BYTES, CSVKAFKA_SCALE_FILE_BYTES).
 """
 
@@ -24,7 +25,7 @@ from tests.operator.test_operator import (
 )
 from tests.scale.data import data_rows, naive_cuts_inside_quotes, quoted_newlines_csv
 
-SHARD_BYTES = int(os.environ.get("CSVKAFKA_SCALE_SHARD_BYTES") or 4 << 20)
+SHARD_BYTES = int(os.environ.get("CSVKAFKA_SCALE_SHARD_BYTES") or 12 << 20)
 FILE_BYTES = int(os.environ.get("CSVKAFKA_SCALE_FILE_BYTES") or 4 * SHARD_BYTES - (1 << 16))
 
 
