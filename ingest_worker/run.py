@@ -62,6 +62,10 @@ if TYPE_CHECKING:  # imported by whoever serves metrics: prometheus_client costs
 
 log = logging.getLogger("ingest_worker")
 
+HEADER_READ_BYTES = 256 * 1024
+"""The first GET of a remote file, for its header: a shard of a huge file reads its own range
+after it, so a full 8 MiB buffer here would be read twice."""
+
 
 @dataclass(frozen=True)
 class Tuning:
@@ -256,7 +260,7 @@ class _Run:
         # read and the workers connect.
         topics = _Check(_ensure_topics if self.check_topics else _no_check, spec.kafka,
                         spec.kafka.retry_budget_seconds)
-        with source.open(0) as f:
+        with source.open(0, buffer_bytes=HEADER_READ_BYTES) as f:
             header = read_header(f, spec.format, encoding)
         self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
         span = self.span

@@ -105,28 +105,33 @@ class CsvSource:
     def seekable(self) -> bool:
         return self.compression is Compression.NONE
 
-    def _open(self) -> IO[bytes]:
+    def _open(self, buffer_bytes: int | None = None) -> IO[bytes]:
         if self.scheme.open is not None:
             return self.scheme.open(self.url, self.compression)
         import smart_open  # heavy (cloud SDKs): only for remote sources
 
+        params = self.transport_params
+        if buffer_bytes is not None and "buffer_size" in params:
+            params = {**params, "buffer_size": buffer_bytes}
         try:
             f: IO[bytes] = smart_open.open(
                 self.url,
                 "rb",
                 compression=_SMART_OPEN_COMPRESSION[self.compression],
-                transport_params=self.transport_params or None,
+                transport_params=params or None,
             )
         except Exception as e:
             raise describe(self.url, e) from None  # SDK errors may quote credentials
         return cast(IO[bytes], _RemoteStream(f, self.url))
 
-    def open(self, offset: int = 0) -> IO[bytes]:
+    def open(self, offset: int = 0, buffer_bytes: int | None = None) -> IO[bytes]:
         """The decompressed stream, positioned at ``offset``.
 
         Seeks when the source is seekable; otherwise reads and discards up to the offset.
+        ``buffer_bytes`` overrides the transport's read size (8 MiB): a header read wants a
+        small first GET, not a whole buffer of rows another range will read.
         """
-        f = self._open()
+        f = self._open(buffer_bytes)
         if offset <= 0:
             return f
         if self.seekable:
