@@ -54,13 +54,8 @@ def _unit_spec(spec: CsvIngestionSpec, unit: WorkUnit) -> CsvIngestionSpec:
     return spec.model_copy(update={"source": spec.source.model_copy(update={"url": unit.url})})
 
 
-def _split(plan: Plan, unit: WorkUnit) -> bool:
-    """Whether ``unit`` is one of several ranges of its file."""
-    return unit.start > 0 or unit.end is not None
-
-
 def _start(
-    spec: CsvIngestionSpec, plan: Plan, unit: WorkUnit, units: UnitsStatus, source: CsvSource
+    spec: CsvIngestionSpec, unit: WorkUnit, units: UnitsStatus, source: CsvSource
 ) -> UnitCheckpoint | str:
     """Where the unit starts (its checkpoint, or its first byte), or why it cannot run."""
     active = {u.id: u for u in units.active}
@@ -72,7 +67,7 @@ def _start(
         return UnitCheckpoint.at_start(unit.id, unit.start, unit.url, source.version,
                                        unit.length)
     changed = f"{unit.url} changed since it was planned (version {expected} -> {source.version})"
-    if _split(plan, unit):
+    if unit.start > 0 or unit.end is not None:  # one of several ranges of its file
         return (f"{changed}: its shards were cut for the planned version; raise spec.restart "
                 "to plan the run again")
     # A fixed file: the retry of a failed unit takes the new version, as onChange: Restart
@@ -85,7 +80,7 @@ def _start(
 
 
 def run_unit(
-    spec: CsvIngestionSpec, plan: Plan, unit: WorkUnit, writer: UnitsWriter,
+    spec: CsvIngestionSpec, unit: WorkUnit, writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None = None,
     producers: ProducerPool | None = None, check_topics: bool = True,
 ) -> IngestResult | str:
@@ -96,7 +91,7 @@ def run_unit(
                            endpoint_url=spec.source.endpoint_url)
     except SourceError as e:
         return str(e)
-    start = _start(spec, plan, unit, writer.units, source)
+    start = _start(spec, unit, writer.units, source)
     if isinstance(start, str):
         return start
     writer.add(UnitStarted(start))
@@ -126,12 +121,12 @@ def run_index(
                                              kafka.producer_properties),
                              kafka.topic, float(kafka.retry_budget_seconds))
     try:
-        return _run_units(spec, plan, mine, writer, stop, metrics, producers, index)
+        return _run_batch(spec, plan, mine, writer, stop, metrics, producers, index)
     finally:
         producers.close()
 
 
-def _run_units(
+def _run_batch(
     spec: CsvIngestionSpec, plan: Plan, mine: list[int], writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None, producers: ProducerPool, index: int,
 ) -> IndexResult:
@@ -143,7 +138,7 @@ def _run_units(
         if uid in units.completed_ids() or uid in units.all_failed_ids():
             continue
         unit = plan.units[uid]
-        result = run_unit(spec, plan, unit, writer, stop, metrics, producers, not checked)
+        result = run_unit(spec, unit, writer, stop, metrics, producers, not checked)
         checked = checked or (isinstance(result, IngestResult) and result.completed)
         if isinstance(result, IngestResult) and result.completed:
             completed += 1
