@@ -302,8 +302,14 @@ def _decide(generation: int, spec: CsvIngestionSpec, status: CsvIngestionStatus)
 
 
 def _source_changed(spec: CsvIngestionSpec, status: CsvIngestionStatus) -> bool:
-    """Whether the checkpoint belongs to another file (then a new run starts from zero)."""
-    return status.source_url is not None and status.source_url != spec.source.url
+    """Whether the checkpoint belongs to another file, or to a run of another shape (one file
+    and one pod, or work units: worker.pods moved across 1), whose checkpoints the new run
+    cannot use: then a new run starts from zero."""
+    if status.source_url is not None and status.source_url != spec.source.url:
+        return True
+    had_units = status.units is not None
+    had_progress = had_units or status.checkpoint is not None
+    return had_progress and had_units != spec.has_units
 
 
 def start_run_patch(
@@ -324,8 +330,11 @@ def start_run_patch(
             f"Run {run}: restart requested (spec.restart {spec.restart}); starting from the "
             f"beginning (worker Job {job_name})"
         )
-    elif reset_checkpoint:
+    elif reset_checkpoint and status.source_url not in (None, spec.source.url):
         message = f"Run {run}: source changed to {spec.source.url}; starting from the beginning"
+    elif reset_checkpoint:
+        message = (f"Run {run}: the run's shape changed (worker.pods {spec.worker.pods}): its "
+                   "checkpoints do not carry over; starting from the beginning")
     elif status.units is not None:
         left = status.units.total - status.units.counts.completed
         message = (

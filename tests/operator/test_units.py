@@ -649,9 +649,10 @@ def test_a_succeeded_job_with_a_failed_unit_fails_the_run_naming_the_file() -> N
 def test_a_retry_runs_the_failed_units_again_from_their_checkpoints() -> None:
     units = _units(failed=1, completed=3, total=4)
     st = status(phase="Failed", run=1, units=units.to_wire(), observedGeneration=1)
-    d = decide(2, spec(), st)
+    many = spec(source={"url": "s3://b/exports/"})
+    d = decide(2, many, st)
     assert d.action == Action.START_RUN and not d.reset_checkpoint
-    patch = start_run_patch(st, spec(), run=2, job_name="a-2", generation=2,
+    patch = start_run_patch(st, many, run=2, job_name="a-2", generation=2,
                             reset_checkpoint=False, now=NOW)
     retried = CsvIngestionStatus.model_validate({"units": patch["units"]}).units
     assert retried is not None
@@ -660,7 +661,7 @@ def test_a_retry_runs_the_failed_units_again_from_their_checkpoints() -> None:
     assert retried.retried_ids() == {3}
     assert "running the units not completed (1 of 4)" in patch["message"]
     # From the beginning: no units, and the plan is taken again.
-    patch = start_run_patch(st, spec(), run=2, job_name="a-2", generation=2,
+    patch = start_run_patch(st, many, run=2, job_name="a-2", generation=2,
                             reset_checkpoint=True, now=NOW)
     assert patch["units"] is None
 
@@ -689,3 +690,17 @@ def test_the_operator_exports_each_ingestions_totals_from_its_status() -> None:
     assert 'csvkafka_ingestion_units{name="b",namespace="ns",state="completed"} 2.0' in text
     index.set("ns", "a", None)  # deleted
     assert 'name="a"' not in generate_latest(registry).decode()
+
+
+def test_a_retry_that_changes_the_runs_shape_starts_from_the_beginning() -> None:
+    one_file = status(phase="Failed", run=1, observedGeneration=1, sourceUrl="file:///data/a.csv",
+                      checkpoint={"byteOffset": 100, "row": 5})
+    d = decide(2, spec(worker={"pods": 3}), one_file)
+    assert d.action == Action.START_RUN and d.reset_checkpoint
+    patch = start_run_patch(one_file, spec(worker={"pods": 3}), run=2, job_name="a-2",
+                            generation=2, reset_checkpoint=True, now=NOW)
+    assert "shape changed" in patch["message"] and patch["checkpoint"] is None
+    # The same shape resumes; a run that never progressed has nothing to carry over.
+    assert not decide(2, spec(), one_file).reset_checkpoint
+    fresh = status(phase="Failed", run=1, observedGeneration=1, sourceUrl="file:///data/a.csv")
+    assert not decide(2, spec(worker={"pods": 3}), fresh).reset_checkpoint
