@@ -3,8 +3,9 @@
 Written by two parties through the status subresource, each owning its own fields: the operator
 (phase, run, jobName, conditions, times, message, observedRestart) and the worker (checkpoint,
 counters, progress, rate and ETA, attempts, history, sourceVersion, lastError). Small and
-scalar: etcd objects stay small. An ingestion of many files or shards will also have ``units``
-(:mod:`.units`), bounded in size whatever the number of units; a single-file run has none.
+scalar: etcd objects stay small. An ingestion of many files or shards also has ``units``
+(:mod:`.units`), bounded in size whatever the number of units; a single file with one pod has
+none.
 """
 
 from __future__ import annotations

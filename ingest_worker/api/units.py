@@ -17,8 +17,9 @@ checkpoints of the units in progress (at most :data:`ACTIVE_MAX`), the first
 :data:`FAILED_LISTED_MAX` failed units with their reasons, and bitmaps of the completed and
 failed ids. :func:`apply` folds a batch of :data:`UnitEvent` into it: many events, one write.
 
-Pure: nothing here reads a file or talks to Kubernetes. The operator and the worker do not use
-units yet: a single-file run has no ``status.units``.
+Pure: nothing here reads a file or talks to Kubernetes (the pods write through
+:mod:`ingest_worker.checkpoint.units`; the operator retries with :func:`retry_failed`). A
+single file with one pod has no ``status.units``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from pydantic import Field, model_validator
 from ingest_worker.api.spec import ApiModel
 
 ACTIVE_MAX = 64
-"""Most units in progress at once (CRD maxItems of ``units.active``): a plan never runs more
-units at a time (pods x threads). Every unit in progress is listed, as its checkpoint is where
-it resumes, so this is a ceiling on parallelism, not a truncation."""
+"""Most units running at once: a pod runs one unit at a time and ``worker.pods`` is at most 32,
+so a run never has more. ``units.active`` holds up to this plus :data:`FAILED_LISTED_MAX` (the
+listed failed units a retry puts back in progress); every unit in progress is listed, as its
+checkpoint is where it resumes: a ceiling, never a truncation."""
 
 FAILED_LISTED_MAX = 50
 """Failed units listed with their reason and checkpoint; more are counted in ``failedMore``
