@@ -33,22 +33,13 @@ from ingest_worker.checkpoint.kube import retrying
 from ingest_worker.csv.dialect import normalize_encoding
 from ingest_worker.plan.globs import names_many
 from ingest_worker.plan.shards import Shards, SplitDialect, plan_shards, whole
-from ingest_worker.plan.units import FileEntry, Plan, build_plan
-from ingest_worker.sources import CsvSource
+from ingest_worker.plan.units import Plan, build_plan
 from ingest_worker.sources.listing import list_files, range_reader
 
 log = logging.getLogger(__name__)
 
 class PlanError(Exception):
     """No plan could be taken or found (the files cannot be listed, the plan is not there)."""
-
-
-def _files(spec: CsvIngestionSpec) -> list[FileEntry]:
-    src = spec.source
-    if names_many(src.url):
-        return list_files(src.url, src.endpoint_url, src.compression)
-    one = CsvSource(src.url, src.compression, endpoint_url=src.endpoint_url)
-    return [FileEntry(one.url, one.version or "", one.stored_size, not one.seekable)]
 
 
 def _split_dialect(spec: CsvIngestionSpec) -> SplitDialect | str:
@@ -73,7 +64,8 @@ def _split_dialect(spec: CsvIngestionSpec) -> SplitDialect | str:
 
 def make_plan(spec: CsvIngestionSpec, workers: int = 8) -> Plan:
     """Lists the files and cuts the huge ones into shards (see the module's docstring)."""
-    files = _files(spec)
+    src = spec.source
+    files = list_files(src.url, src.endpoint_url, src.compression)  # one file: probed
     shard_bytes = spec.worker.shard_bytes
     shards: dict[str, Shards] = {}
     split = _split_dialect(spec)
