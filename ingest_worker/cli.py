@@ -19,15 +19,18 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from ingest_worker.api.spec import ColumnType, CsvIngestionSpec
+from ingest_worker.api.spec import ColumnType, CsvIngestionSpec, Delivery
 from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, MemoryCheckpointStore
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
 from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion
+
+if TYPE_CHECKING:
+    from ingest_worker.kafka.offsets import CheckpointKey
 
 
 class UsageError(Exception):
@@ -79,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-error-ratio", type=float)
     r.add_argument("--retry-budget-seconds", type=int)
     r.add_argument("--parallelism", type=int)
+    r.add_argument("--exactly-once", action="store_true",
+                   help="one Kafka transaction per checkpoint interval (needs --transactional-id)")
+    r.add_argument("--transactional-id", help="exactly-once: the producer's transactional id, "
+                   "stable across restarts of this ingestion; also its checkpoint's key")
+    r.add_argument("--offsets-topic", help="exactly-once: the compacted topic of the "
+                   "checkpoints (default csvkafka-offsets)")
     r.add_argument("--producer-property", action="append", dest="props", type=_kv,
                    metavar="KEY=VALUE", help="librdkafka producer property (repeatable)")
     r.add_argument("--metadata", action="store_true", help="add _source and _line to values")
@@ -127,6 +136,7 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
         ("kafka.keyColumns", args.keys),
         ("kafka.deadLetterTopic", args.dead_letter_topic),
         ("kafka.retryBudgetSeconds", args.retry_budget_seconds),
+        ("kafka.offsetsTopic", args.offsets_topic),
         ("format.delimiter", args.delimiter),
         ("format.quoteChar", args.quote_char),
         ("format.escapeChar", args.escape_char),
@@ -152,6 +162,8 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
         props = dict(raw.get("kafka", {}).get("producerProperties", {}))
         props.update(dict(args.props))
         _set(raw, "kafka.producerProperties", props)
+    if args.exactly_once:
+        _set(raw, "kafka.delivery", "exactlyOnce")
     if args.metadata:
         _set(raw, "kafka.includeMetadata", True)
     if args.no_metadata:
@@ -169,6 +181,22 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
     return CsvIngestionSpec.model_validate(raw)
 
 
+def cli_transactional_key(spec: CsvIngestionSpec, transactional_id: str | None
+                          ) -> CheckpointKey | None:
+    """Exactly-once on the command line: the transactional id is the user's (there is no
+    resource to derive one from), and keys the checkpoint too."""
+    if spec.kafka.delivery is not Delivery.EXACTLY_ONCE:
+        if transactional_id:
+            raise UsageError("--transactional-id is for --exactly-once")
+        return None
+    if not transactional_id:
+        raise UsageError("--exactly-once needs --transactional-id ID (stable across restarts "
+                         "of this ingestion)")
+    from ingest_worker.kafka.offsets import CheckpointKey
+
+    return CheckpointKey(transactional_id, f"cli/{transactional_id}")
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from ingest_worker.sources import install_log_scrubbing
 
@@ -176,6 +204,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     install_log_scrubbing("ingest_worker")  # cloud credentials come from the environment
     try:
         spec = spec_from_args(args)
+        txn_key = cli_transactional_key(spec, args.transactional_id)
     except (ValidationError, UsageError, OSError) as e:
         print(f"csv-ingest: invalid job: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -193,7 +222,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with contextlib.ExitStack() as stack:
         errors_log = stack.enter_context(args.errors_log.open("a")) if args.errors_log else None
         result: IngestResult = run_ingestion(
-            spec, store, metrics=metrics, errors_log=errors_log, stop=stop,
+            spec, store, metrics=metrics, errors_log=errors_log, stop=stop, txn_key=txn_key,
         )
     print(result.message if result.completed else f"csv-ingest: FAILED: {result.message}",
           file=out if result.completed else sys.stderr)

@@ -26,6 +26,10 @@ EXIT_KAFKA = 5
 """Kafka failed the run: unavailable past the retry budget, authorization refused, a fatal
 producer error, a missing topic. Not the file's fault: in a run of many files it stops every
 unit, where a file's own error fails that file only."""
+EXIT_FENCED = 6
+"""Exactly-once: a newer attempt of the same unit took its transactional id over (this one was
+a zombie, or stalled past the transaction timeout while another started). Nothing this attempt
+sent after that is visible to read_committed consumers; it yields."""
 
 # --- how a worker pod ended: python -m ingest_worker.job_main, read by the Job -------------------
 
@@ -36,7 +40,7 @@ WORKER_EXIT_FATAL = 10
 """An error no retry can fix (missing source, bad credentials, too many bad rows, a bad spec):
 the Job's podFailurePolicy fails the run at once instead of retrying the pod. The reason is in
 status.lastError."""
-WORKER_RETRIABLE = frozenset({EXIT_INTERRUPTED})
+WORKER_RETRIABLE = frozenset({EXIT_INTERRUPTED, EXIT_FENCED})
 """Run codes a worker pod exits with as they are, for the Job to retry (resuming from the
 checkpoint). Every other failed run exits with :data:`WORKER_EXIT_FATAL`."""
 

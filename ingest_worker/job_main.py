@@ -22,11 +22,20 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.api.spec import CsvIngestionSpec, Delivery
 from ingest_worker.checkpoint.kube import AttemptBehind, KubeStatusStore, StaleRun
-from ingest_worker.exitcodes import WORKER_EXIT_FATAL, WORKER_EXIT_RETRY, worker_exit_code
+from ingest_worker.exitcodes import (
+    EXIT_FENCED,
+    WORKER_EXIT_FATAL,
+    WORKER_EXIT_RETRY,
+    worker_exit_code,
+)
 from ingest_worker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from ingest_worker.kafka.offsets import CheckpointKey
 
 log = logging.getLogger("ingest_worker.job")
 
@@ -111,12 +120,13 @@ def _last_scrape(metrics: Metrics) -> None:
 
 
 def _run_units(
-    env: JobEnv, spec: CsvIngestionSpec, store: KubeStatusStore, stop: threading.Event
+    env: JobEnv, spec: CsvIngestionSpec, store: KubeStatusStore, stop: threading.Event,
+    txn_key: CheckpointKey | None,
 ) -> int:
     """This pod's index of a run with work units (see :mod:`ingest_worker.units_run`)."""
     from ingest_worker.api.units import UnitsStatus
     from ingest_worker.checkpoint.units import UnitsWriter
-    from ingest_worker.exitcodes import EXIT_KAFKA, EXIT_OK
+    from ingest_worker.exitcodes import EXIT_FENCED, EXIT_KAFKA, EXIT_OK
     from ingest_worker.planner import (
         PlanError,
         PlanStore,
@@ -150,13 +160,15 @@ def _run_units(
         store.fail(f"planning the run failed: {exc}")
         return WORKER_EXIT_FATAL
     metrics = _serve_metrics()
-    result = run_index(spec, plan, index, indexes, writer, stop, metrics)
+    result = run_index(spec, plan, index, indexes, writer, stop, metrics, txn_key)
     if not stop.is_set():  # a SIGTERM's grace period is not for waiting on Prometheus
         _last_scrape(metrics)
     log.info(result.message)
     if result.exit_code == EXIT_KAFKA:
         store.fail(result.message)
         return WORKER_EXIT_FATAL
+    if result.exit_code == EXIT_FENCED:
+        return EXIT_FENCED
     return 0 if result.exit_code == EXIT_OK else WORKER_EXIT_RETRY
 
 
@@ -197,10 +209,18 @@ def main() -> int:
         )
         stop = threading.Event()
         install_signal_handlers(stop)
+        txn_key = None
+        if spec.kafka.delivery is Delivery.EXACTLY_ONCE:
+            from ingest_worker.kafka.offsets import CheckpointKey
+
+            # The resource's uid: a deleted and re-created ingestion never resumes the old
+            # one's checkpoint, nor shares its transactional ids.
+            txn_key = CheckpointKey.of_ingestion(env.namespace, env.name,
+                                                 store.get()["metadata"]["uid"], spec.restart)
         if spec.has_units:
-            return _run_units(env, spec, store, stop)
+            return _run_units(env, spec, store, stop, txn_key)
         metrics = _serve_metrics()
-        result = run_ingestion(spec, store, stop=stop, metrics=metrics)
+        result = run_ingestion(spec, store, stop=stop, metrics=metrics, txn_key=txn_key)
         if not stop.is_set():  # a SIGTERM's grace period is not for waiting on Prometheus
             _last_scrape(metrics)
     except StaleRun as exc:
@@ -217,6 +237,8 @@ def main() -> int:
         except Exception:
             log.exception("could not record the error in status")
         return WORKER_EXIT_RETRY
+    if result.exit_code == EXIT_FENCED:
+        return EXIT_FENCED  # another attempt owns the ingestion: its status, not ours
     if not result.completed:
         try:
             store.fail(result.message)

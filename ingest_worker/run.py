@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 
 import orjson
 
-from ingest_worker.api.spec import CsvIngestionSpec, Kafka, OnSourceChange
+from ingest_worker.api.spec import CsvIngestionSpec, Delivery, Kafka, OnSourceChange
 from ingest_worker.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -45,19 +45,28 @@ from ingest_worker.csv.encode import BadRow
 from ingest_worker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FATAL,
+    EXIT_FENCED,
     EXIT_INTERRUPTED,
     EXIT_KAFKA,
     EXIT_OK,
     EXIT_TOO_MANY_ERRORS,
 )
 from ingest_worker.kafka import TopicError
-from ingest_worker.kafka.producer import ProducerPool, producer_config
+from ingest_worker.kafka.producer import (
+    KafkaUnavailable,
+    ProducerFenced,
+    ProducerPool,
+    Refusal,
+    producer_config,
+)
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.policy import over_budget
 from ingest_worker.sources import CsvSource, SourceError
 from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure
 
 if TYPE_CHECKING:  # imported by whoever serves metrics: prometheus_client costs 30 ms of a start
+    from ingest_worker.exactly_once import Transactions
+    from ingest_worker.kafka.offsets import CheckpointKey
     from ingest_worker.metrics import Metrics
 
 log = logging.getLogger("ingest_worker")
@@ -112,9 +121,22 @@ class Span:
 
 
 class _Fatal(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_FATAL) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_FATAL, rewind: bool = False,
+                 refusals: tuple[Refusal, ...] = ()) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.rewind = rewind
+        self.refusals = refusals
+
+
+class _Rewind(Exception):
+    """Exactly-once: the pass's transaction failed; the run resumes from the last commit."""
+
+    def __init__(self, message: str, refusals: tuple[Refusal, ...],
+                 checkpoint: Checkpoint | None) -> None:
+        super().__init__(message)
+        self.refusals = refusals
+        self.checkpoint = checkpoint
 
 
 def _ensure_topics(kafka: Kafka, timeout_s: float) -> None:
@@ -211,6 +233,8 @@ class _Run:
     span: Span = field(default_factory=Span)
     producers: ProducerPool | None = None
     check_topics: bool = True
+    txn: Transactions | None = None
+    """Exactly-once: the unit's transactional session (None: at-least-once)."""
     started: float = field(default_factory=time.monotonic)
     workers: list[Worker] = field(default_factory=list)
     outstanding: list[int] = field(default_factory=list)
@@ -240,6 +264,10 @@ class _Run:
             raise SourceError(
                 f"source version is {source.version}, expected {spec.source.expected_version}"
             )
+        if self.txn is not None:
+            # Before the checkpoint is read: every older producer of the unit is fenced, and
+            # its open transaction completed, so the last commit is the last word.
+            self.txn.open(self.check_topics)
         cp = self.store.load()
         if cp is not None and cp.source_version != source.version:
             if spec.source.on_change is OnSourceChange.FAIL:
@@ -299,7 +327,7 @@ class _Run:
             f"{fmt_duration(time.monotonic() - self.started)}"
         )
 
-    def _start_workers(self) -> None:
+    def _start_workers(self, start: Checkpoint) -> None:
         spec = self.spec
         cfg = WorkerConfig(
             layout=self.layout,
@@ -312,8 +340,15 @@ class _Run:
             producers=self.producers,
         )
         n = spec.worker.parallelism
-        self.workers = [Worker(i, cfg, self.results) for i in range(n)]
-        self.outstanding = [0] * n
+        if self.txn is not None:
+            from ingest_worker.exactly_once import TxnSender
+
+            assert self.txn.producer is not None
+            self.workers = [TxnSender(cfg, self.results, self.txn, self.txn.producer, start, n,
+                                      self.stop_requested)]
+        else:
+            self.workers = [Worker(i, cfg, self.results) for i in range(n)]
+        self.outstanding = [0] * len(self.workers)
 
     def dispatch(self, chunk: Chunk) -> None:
         """To the least busy worker; blocks while it is busy, which is the backpressure."""
@@ -331,12 +366,20 @@ class _Run:
 
     def _pump(self, source: CsvSource, start: Checkpoint, topics: _Check) -> IngestResult:
         spec, tuning = self.spec, self.tuning
-        self._start_workers()
+        self._start_workers(start)
         topics.wait()
-        window = max(2, tuning.window_per_worker * len(self.workers))
-        # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2, see
-        # save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
-        max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // (2 * window))
+        if self.txn is not None:
+            from ingest_worker.exactly_once import TXN_CHUNKS
+
+            # Two transactions' chunks: one is read and encoded while the other commits.
+            window = 2 * TXN_CHUNKS
+            max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // TXN_CHUNKS)
+        else:
+            window = max(2, tuning.window_per_worker * len(self.workers))
+            # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2,
+            # see save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
+            max_rows = tuning.max_chunk_rows or max(1000,
+                                                    spec.checkpoint.every_rows // (2 * window))
         reader = _Reader(source, self, start, self.span.end, max_rows, window)
         reader.thread.start()
         wm = Watermark(start)
@@ -366,7 +409,7 @@ class _Run:
                         raise _Fatal("interrupted; checkpoint saved", EXIT_INTERRUPTED)
                 for msg in self._results(0.2):
                     if isinstance(msg, WorkerFailure):
-                        raise _Fatal(msg.message, EXIT_KAFKA)
+                        raise _Fatal(msg.message, msg.exit_code, msg.rewind, msg.refusals)
                     self._account(msg)
                     if msg.bad:
                         bad_by_seq[msg.seq] = msg.bad
@@ -408,6 +451,12 @@ class _Run:
             progress.close()
         cp = wm.checkpoint
         duration = time.monotonic() - self.started
+        if fatal is not None and fatal.rewind:
+            raise _Rewind(fatal.args[0], fatal.refusals, saved)
+        if fatal is not None and fatal.exit_code == EXIT_FENCED:
+            # Another attempt owns the unit: status is its to write.
+            log.warning(fatal.args[0])
+            return IngestResult(False, EXIT_FENCED, fatal.args[0], saved, duration)
         if fatal is not None:
             if cp.byte_offset > saved.byte_offset:
                 saved = self._save(cp)
@@ -513,6 +562,7 @@ def run_ingestion(
     span: Span | None = None,
     producers: ProducerPool | None = None,
     check_topics: bool = True,
+    txn_key: CheckpointKey | None = None,
 ) -> IngestResult:
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
@@ -522,26 +572,36 @@ def run_ingestion(
     the checkpoint. ``source`` is the file already probed (default: ``spec.source.url``),
     ``span`` the byte range of it to ingest (default: all of it). ``producers`` lends the
     workers producers kept from an earlier run of this process, and ``check_topics`` False
-    skips the topic check such a run made. Expected failures (source
+    skips the topic check such a run made. ``txn_key`` names the unit's transactional id and
+    checkpoint key, which exactly-once delivery needs. Expected failures (source
     missing or changed, Kafka unavailable past the retry budget, too many bad rows, bad
     configuration) are returned as a result with ``completed=False`` and a non-zero
     ``exit_code``, never raised.
     """
-    run = _Run(
-        spec=spec,
-        store=store,
-        metrics=metrics,
-        tuning=tuning or Tuning(),
-        errors_log=errors_log,
-        reporter=reporter,
-        stop_requested=stop or threading.Event(),
-        source=source,
-        span=span or Span(),
-        producers=producers,
-        check_topics=check_topics,
-    )
+    def make_run(txn: Transactions | None, check: bool) -> _Run:
+        return _Run(
+            spec=spec,
+            store=store if txn is None else txn.store(store),
+            metrics=metrics,
+            tuning=tuning or Tuning(),
+            errors_log=errors_log,
+            reporter=reporter,
+            stop_requested=stop_requested,
+            source=source,
+            span=span or Span(),
+            producers=producers,
+            check_topics=check,
+            txn=txn,
+        )
+
+    stop_requested = stop or threading.Event()
+    run = make_run(None, check_topics)
     try:
-        return run.run()
+        if spec.kafka.delivery is not Delivery.EXACTLY_ONCE:
+            return run.run()
+        if txn_key is None:
+            raise ConfigError("exactly-once delivery needs a transactional id")
+        return _run_exactly_once(make_run, txn_key, check_topics)
     except (ConfigError, SourceError, TopicError) as e:
         code = (EXIT_CONFIG if isinstance(e, ConfigError)
                 else EXIT_KAFKA if isinstance(e, TopicError) else EXIT_FATAL)
@@ -549,6 +609,37 @@ def run_ingestion(
         log.error(msg)
         cp = store.load()
         return IngestResult(False, code, msg, cp, time.monotonic() - run.started)
+
+
+def _run_exactly_once(
+    make_run: Callable[[Transactions | None, bool], _Run], key: CheckpointKey, check_topics: bool
+) -> IngestResult:
+    """Passes over the unit, each from the last commit, until one ends the run: a failed
+    transaction aborts its pass, and the next one starts with a new producer."""
+    from ingest_worker.exactly_once import Transactions
+
+    run = make_run(None, check_topics)
+    txn = Transactions(run.spec, key)
+    try:
+        while True:
+            run = make_run(txn, check_topics)
+            try:
+                return run.run()
+            except ProducerFenced as e:  # while starting: a newer attempt is already there
+                return IngestResult(False, EXIT_FENCED, f"fenced: {e}", None,
+                                    time.monotonic() - run.started)
+            except KafkaUnavailable as e:  # starting the pass: the broker, the coordinator
+                why, refusals, cp = str(e), tuple[Refusal, ...](), None
+            except _Rewind as e:
+                why, refusals, cp = e.args[0], e.refusals, e.checkpoint
+            check_topics = False
+            give_up = txn.rewind(why, refusals)
+            if give_up is not None:
+                log.error(give_up)
+                return IngestResult(False, EXIT_KAFKA, give_up, cp,
+                                    time.monotonic() - run.started)
+    finally:
+        txn.close()
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

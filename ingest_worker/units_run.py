@@ -25,7 +25,7 @@ from ingest_worker.api.units import (
     UnitStarted,
 )
 from ingest_worker.checkpoint.units import UnitStore, UnitsWriter, to_unit
-from ingest_worker.exitcodes import EXIT_INTERRUPTED, EXIT_KAFKA, EXIT_OK
+from ingest_worker.exitcodes import EXIT_FENCED, EXIT_INTERRUPTED, EXIT_KAFKA, EXIT_OK
 from ingest_worker.kafka.producer import ProducerPool, producer_config
 from ingest_worker.plan.assign import assign
 from ingest_worker.plan.units import Plan, WorkUnit
@@ -33,6 +33,7 @@ from ingest_worker.run import IngestResult, Span, run_ingestion
 from ingest_worker.sources import CsvSource, SourceError
 
 if TYPE_CHECKING:
+    from ingest_worker.kafka.offsets import CheckpointKey
     from ingest_worker.metrics import Metrics
 
 log = logging.getLogger("ingest_worker.units")
@@ -83,6 +84,7 @@ def run_unit(
     spec: CsvIngestionSpec, unit: WorkUnit, writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None = None,
     producers: ProducerPool | None = None, check_topics: bool = True,
+    txn_key: CheckpointKey | None = None,
 ) -> IngestResult | str:
     """Runs one unit; a string is the unit's failure before any row was read."""
     assert writer.units is not None
@@ -104,14 +106,15 @@ def run_unit(
     line = unit.line if unit.line is not None else 1
     return run_ingestion(_unit_spec(spec, unit), store, stop=stop, source=source,
                          span=Span(unit.start, unit.end, line), metrics=metrics,
-                         producers=producers, check_topics=check_topics)
+                         producers=producers, check_topics=check_topics, txn_key=txn_key)
 
 
 def run_index(
     spec: CsvIngestionSpec, plan: Plan, index: int, indexes: int, writer: UnitsWriter,
-    stop: threading.Event, metrics: Metrics | None = None,
+    stop: threading.Event, metrics: Metrics | None = None, txn_key: CheckpointKey | None = None,
 ) -> IndexResult:
-    """Runs the units of ``index`` (of ``indexes``) that are not done."""
+    """Runs the units of ``index`` (of ``indexes``) that are not done. ``txn_key``: the
+    ingestion's exactly-once key, from which each unit's is derived."""
     mine = assign(plan.units, indexes)[index] if index < indexes else []
     units = writer.read()
     if units is None or units.plan != plan.digest:
@@ -121,7 +124,7 @@ def run_index(
                                              kafka.producer_properties),
                              kafka.topic, float(kafka.retry_budget_seconds))
     try:
-        return _run_batch(spec, plan, mine, writer, stop, metrics, producers, index)
+        return _run_batch(spec, plan, mine, writer, stop, metrics, producers, index, txn_key)
     finally:
         producers.close()
 
@@ -129,6 +132,7 @@ def run_index(
 def _run_batch(
     spec: CsvIngestionSpec, plan: Plan, mine: list[int], writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None, producers: ProducerPool, index: int,
+    txn_key: CheckpointKey | None,
 ) -> IndexResult:
     completed = failed = 0
     checked = False  # the topics, by this pod's first unit that completed
@@ -138,13 +142,14 @@ def _run_batch(
         if uid in units.completed_ids() or uid in units.all_failed_ids():
             continue
         unit = plan.units[uid]
-        result = run_unit(spec, unit, writer, stop, metrics, producers, not checked)
+        result = run_unit(spec, unit, writer, stop, metrics, producers, not checked,
+                          txn_key.for_unit(plan.digest, uid) if txn_key else None)
         checked = checked or (isinstance(result, IngestResult) and result.completed)
         if isinstance(result, IngestResult) and result.completed:
             completed += 1
             continue
         if isinstance(result, IngestResult):
-            if result.exit_code in (EXIT_INTERRUPTED, EXIT_KAFKA):
+            if result.exit_code in (EXIT_INTERRUPTED, EXIT_KAFKA, EXIT_FENCED):
                 writer.flush()
                 return IndexResult(result.exit_code, result.message, completed, failed)
             reason, last = result.message, result.checkpoint

@@ -772,22 +772,30 @@ def _high_watermarks(
             time.sleep(0.5)
 
 
-def consume(bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int = 0) -> list[Any]:
-    """Every message of ``topic`` up to its high watermarks (duplicates included).
+def consume(bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int = 0,
+            committed: bool = True) -> list[Any]:
+    """Every message of ``topic`` up to its end (duplicates included).
 
     Waits up to ``timeout`` for the topic to hold ``min_messages``, then reads to the end.
+    ``committed``: read as a ``read_committed`` consumer (to the last stable offset, aborted
+    transactions skipped), which is what an exactly-once ingestion's consumers must do; on a
+    topic without transactions it reads the same. False reads everything written, aborted
+    rows included.
     """
-    return list(read_topic(bootstrap, topic, timeout, min_messages))
+    return list(read_topic(bootstrap, topic, timeout, min_messages, committed))
 
 
 def read_topic(
-    bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int = 0
+    bootstrap: str, topic: str, timeout: float = 60.0, min_messages: int = 0,
+    committed: bool = True,
 ) -> Iterator[Any]:
     """:func:`consume`, one message at a time: a whole ingestion's topic need not fit in memory.
 
-    Gives up when no message came for ``timeout`` (30 s at least) before the end.
+    Gives up when no message came for ``timeout`` (30 s at least) before the end. The end of a
+    partition is its high watermark, or the consumer's end-of-partition event: transaction
+    markers and aborted rows take offsets that no message is delivered at.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
         {
@@ -795,7 +803,8 @@ def read_topic(
             "group.id": f"csv-verify-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
         }
     )
     try:
@@ -819,7 +828,11 @@ def read_topic(
                 # Progress, not the whole read, is timed: the caller's work per message counts.
                 read_deadline = time.monotonic() + stall
             for msg in batch:
-                if msg.error() is not None:
+                err = msg.error()
+                if err is not None:
+                    eof = msg.partition()
+                    if err.code() == KafkaError._PARTITION_EOF and eof is not None:
+                        remaining.pop(eof, None)
                     continue
                 p, off = msg.partition(), msg.offset()
                 if off is not None and p in remaining and off < remaining[p]:
@@ -843,11 +856,12 @@ def verify(
     id_prefix: str | None = None,
     reported_bad: int | None = None,
     timeout: float = 60.0,
+    committed: bool = True,
 ) -> VerifyReport:
     """Reads ``topic`` (and ``dead_letter_topic``) to the end and checks it against ``source``."""
     return verify_many([_single_file(source, source_url, id_prefix)], topic, bootstrap, fmt,
                        dead_letter_topic=dead_letter_topic, reported_bad=reported_bad,
-                       timeout=timeout)
+                       timeout=timeout, committed=committed)
 
 
 def verify_many(
@@ -860,12 +874,15 @@ def verify_many(
     reported_bad: int | None = None,
     timeout: float = 60.0,
     endpoint_url: str | None = None,
+    committed: bool = True,
 ) -> VerifyReport:
     """Reads ``topic`` (and ``dead_letter_topic``) once, to the end, and checks it against every
-    file of the ingestion (see :func:`verify_files`)."""
-    dead = read_topic(bootstrap, dead_letter_topic, timeout) if dead_letter_topic else None
-    return verify_files(files, read_topic(bootstrap, topic, timeout), fmt, dead_letters=dead,
-                        reported_bad=reported_bad, endpoint_url=endpoint_url)
+    file of the ingestion (see :func:`verify_files`). ``committed``: as a ``read_committed``
+    consumer (see :func:`consume`)."""
+    dead = (read_topic(bootstrap, dead_letter_topic, timeout, committed=committed)
+            if dead_letter_topic else None)
+    return verify_files(files, read_topic(bootstrap, topic, timeout, committed=committed), fmt,
+                        dead_letters=dead, reported_bad=reported_bad, endpoint_url=endpoint_url)
 
 
 # --- the files of an ingestion ----------------------------------------------------------------
@@ -921,6 +938,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-metadata", action="store_true", help=argparse.SUPPRESS)  # the default
     p.add_argument("--reported-bad", type=int, help="the worker's rowsFailed, to compare")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--read-uncommitted", action="store_true",
+                   help="read aborted transactions' rows too (default: read_committed, as an "
+                   "exactly-once ingestion's consumers must)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -969,6 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reported_bad=args.reported_bad,
             timeout=args.timeout,
             endpoint_url=args.endpoint_url,
+            committed=not args.read_uncommitted,
         )
     except (OSError, RuntimeError, SourceError) as e:
         print(f"csv-verify: {e}", file=sys.stderr)

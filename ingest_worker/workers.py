@@ -23,6 +23,7 @@ from csvkafka_core import Batch, cut
 from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, strip_eol
 from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
+from ingest_worker.exitcodes import EXIT_KAFKA
 from ingest_worker.kafka.deadletter import dead_letter
 from ingest_worker.kafka.producer import (
     Completed,
@@ -68,6 +69,11 @@ class WorkerFailure:
 
     worker: int
     message: str
+    exit_code: int = EXIT_KAFKA
+    rewind: bool = False
+    """Exactly-once: the transaction failed; the run resumes from the last commit."""
+    refusals: tuple[Refusal, ...] = ()
+    """Exactly-once: rows the broker refused in that transaction, to withhold next time."""
 
 
 @dataclass
@@ -96,11 +102,12 @@ def refused_row(chunk: Chunk, layout: Layout, refusal: Refusal) -> BadRow:
 class Worker:
     """One worker thread: takes chunks from ``inbox`` (None: no more), reports to ``results``."""
 
-    def __init__(self, index: int, cfg: WorkerConfig, results: queue.Queue[Any]) -> None:
+    def __init__(self, index: int, cfg: WorkerConfig, results: queue.Queue[Any],
+                 inbox_size: int = 1) -> None:
         self.index = index
         self.name = f"csv-ingest-worker-{index}"
         self.cfg = cfg
-        self.inbox: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
+        self.inbox: queue.Queue[Any] = queue.Queue(maxsize=inbox_size)
         self.results = results
         self.stopping = threading.Event()
         self.producer: RowProducer | None = None
@@ -193,10 +200,14 @@ class Worker:
                                       sorted(s.bad + extra, key=lambda b: b.offset), s.started)
                 continue
             fault = producer.fault_seconds()
-            self.results.put(ChunkResult(s.chunk.seq, self.index, s.rows_read, s.published,
-                                         s.bad, time.monotonic() - s.started,
-                                         fault - self._fault_reported))
+            self._finished(s.chunk, ChunkResult(s.chunk.seq, self.index, s.rows_read,
+                                                s.published, s.bad, time.monotonic() - s.started,
+                                                fault - self._fault_reported))
             self._fault_reported = fault
+
+    def _finished(self, chunk: Chunk, result: ChunkResult) -> None:
+        """A chunk's every row is acknowledged or set aside: reported to the run."""
+        self.results.put(result)
 
     def is_alive(self) -> bool:
         return self.thread.is_alive()

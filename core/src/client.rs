@@ -29,7 +29,8 @@ pub struct Callbacks {
     /// Errors reported so far (failed deliveries and client errors): the fault clock starts
     /// when this moves.
     pub errors: u64,
-    pub fatal: Option<String>,
+    /// The fatal error's code and reason.
+    pub fatal: Option<(i32, String)>,
     /// (syslog level, text), handed to Python's logging by the caller.
     pub logs: Vec<(i32, String)>,
 }
@@ -88,8 +89,8 @@ unsafe extern "C" fn on_error(rk: *mut rd::rd_kafka_t, err: c_int, reason: *cons
     cb.errors += 1;
     if err == ERR_FATAL {
         let mut buf = [0 as c_char; 512];
-        rd::rd_kafka_fatal_error(rk, buf.as_mut_ptr(), buf.len());
-        cb.fatal = Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned());
+        let code = rd::rd_kafka_fatal_error(rk, buf.as_mut_ptr(), buf.len()) as i32;
+        cb.fatal = Some((code, CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()));
     }
 }
 

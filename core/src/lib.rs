@@ -25,12 +25,16 @@ use encode::{BatchData, ColType, Exact, Layout, Msg, Slot};
 use records::Dialect;
 
 create_exception!(csvkafka_core, KafkaUnavailable, PyException, "Kafka failed for the whole retry budget, or for good.");
+create_exception!(csvkafka_core, TransactionFailed, KafkaUnavailable, "The open transaction cannot commit: abort it, make a new producer, resume from the last commit.");
+create_exception!(csvkafka_core, ProducerFenced, TransactionFailed, "A producer with the same transactional id took over.");
 
 fn to_py(stop: producer::Stop) -> PyErr {
     match stop {
         producer::Stop::Unavailable(m) => KafkaUnavailable::new_err(m),
         producer::Stop::Interrupted => PyInterruptedError::new_err("stopping"),
         producer::Stop::Config(m) => PyValueError::new_err(m),
+        producer::Stop::Transaction(m) => TransactionFailed::new_err(m),
+        producer::Stop::Fenced(m) => ProducerFenced::new_err(m),
     }
 }
 
@@ -208,6 +212,19 @@ impl Batch {
         Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| d.key(m).map(|k| PyBytes::new(py, k))).collect())
     }
 
+    /// Takes the ready rows at these byte offsets out of the batch (rows Kafka refused in an
+    /// earlier, aborted transaction): their (row within the chunk, line, offset).
+    fn withhold(&mut self, offsets: std::collections::HashSet<u64>) -> PyResult<Vec<(u64, u64, u64)>> {
+        let mut out = Vec::new();
+        for m in self.data_mut()?.msgs.iter_mut() {
+            if m.state == Slot::Ready && offsets.contains(&m.offset) {
+                m.state = Slot::Rejected;
+                out.push((m.row, m.line, m.offset));
+            }
+        }
+        Ok(out)
+    }
+
     fn message_lines(&self) -> PyResult<Vec<u64>> {
         let d = self.data()?;
         Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| m.line).collect())
@@ -286,6 +303,37 @@ impl Producer {
         self.with(py, |p| p.flush()).map(completed)
     }
 
+    /// Exactly-once: fences older producers of the transactional id, completing their open
+    /// transaction (ProducerFenced if a newer one exists, TransactionFailed otherwise).
+    fn init_transactions(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<()> {
+        self.with(py, move |p| p.init_transactions(timeout_ms))
+    }
+
+    fn begin_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |p| p.begin_transaction())
+    }
+
+    /// Waits for every batch sent, then commits; returns the batches completed meanwhile.
+    fn commit_transaction(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<Vec<CompletedTuple>> {
+        self.with(py, move |p| p.commit_transaction(timeout_ms)).map(completed)
+    }
+
+    fn abort_transaction(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<()> {
+        self.with(py, move |p| p.abort_transaction(timeout_ms))
+    }
+
+    /// A record (copied) that no batch waits for: a transaction's checkpoint record.
+    fn send_record(&self, py: Python<'_>, topic: String, partition: i32, key: Vec<u8>, value: Vec<u8>) -> PyResult<()> {
+        self.with(py, move |p| p.send_record(&topic, partition, &key, &value))
+    }
+
+    /// The rows the broker refused in the transaction that failed, as refusals (taken once).
+    fn take_txn_refusals(&self) -> Vec<RefusalTuple> {
+        let mut guard = self.core.lock().unwrap();
+        guard.as_mut().map(|p| p.take_txn_refusals()).unwrap_or_default()
+            .into_iter().map(|r| (r.row, r.line, r.offset, r.code, r.reason)).collect()
+    }
+
     /// Seconds this producer spent in Kafka faults: from an error reported while rows waited
     /// to the acknowledgement that ended it (the `ingest_csv_kafka_retry_seconds` metric).
     fn fault_seconds(&self) -> f64 {
@@ -346,5 +394,7 @@ fn csvkafka_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<Producer>()?;
     m.add("KafkaUnavailable", m.py().get_type::<KafkaUnavailable>())?;
+    m.add("TransactionFailed", m.py().get_type::<TransactionFailed>())?;
+    m.add("ProducerFenced", m.py().get_type::<ProducerFenced>())?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka_sys::bindings as rd;
 
 use crate::client::{cstring, err_name, msg_err, Client, Failure, ERR_MSG_SIZE_TOO_LARGE, ERR_QUEUE_FULL};
+use std::ffi::CStr;
 use crate::encode::{BatchData, Slot};
 use crate::partition::Partitioner;
 
@@ -34,6 +35,11 @@ const COUNT_MAX_AGE: Duration = Duration::from_secs(30);
 const COUNT_RETRY: Duration = Duration::from_secs(5);
 /// Opaque batch id of dead-letter records (copied into librdkafka, kept here for re-sends).
 const DEAD: u32 = u32::MAX;
+/// Opaque batch id of records no batch waits for (an exactly-once checkpoint record: the
+/// transaction's commit is what confirms it).
+const UNTRACKED: u32 = u32::MAX - 1;
+const ERR_FENCED: i32 = -144; // _FENCED
+const ERR_PRODUCER_FENCED: i32 = 90;
 
 pub enum Stop {
     /// Kafka failed for the whole retry budget, or for good: the run fails.
@@ -41,6 +47,13 @@ pub enum Stop {
     /// A stop was requested.
     Interrupted,
     Config(String),
+    /// Exactly-once: the open transaction cannot commit (a delivery failed, a fatal producer
+    /// error, a timed-out commit). The caller aborts it, makes a new producer and resumes from
+    /// the last committed checkpoint.
+    Transaction(String),
+    /// Exactly-once: a producer with the same transactional id took over (another attempt
+    /// owns the unit).
+    Fenced(String),
 }
 
 /// A row Kafka refused on its own: dead-lettered by the caller.
@@ -70,6 +83,8 @@ fn retriable(err: i32) -> bool {
 
 /// Errors of one record: too large, corrupt or invalid (a keyless record to a compacted
 /// topic), a bad timestamp, or refused by a broker-side policy.
+const ERR_INVALID_DIFFERENT_RECORD: i32 = -138;
+
 fn record_error(err: i32) -> bool {
     matches!(err, ERR_MSG_SIZE_TOO_LARGE | 2 | 18 | 32 | 44 | 87)
 }
@@ -128,6 +143,11 @@ pub struct Producer {
     errors_seen: u64,
     pub logs: Vec<(i32, String)>,
     stop: Arc<AtomicBool>,
+    /// Exactly-once (a `transactional.id` is set): no record is re-sent by us, any delivery
+    /// failure dooms the open transaction, and the rows the broker refused are kept for the
+    /// caller, who withholds them when it sends the interval again.
+    transactional: bool,
+    txn_refusals: Vec<Refusal>,
 }
 
 type Result<T> = std::result::Result<T, Stop>;
@@ -143,6 +163,7 @@ impl Producer {
         );
         // Every report is needed: successes are what completes a batch.
         config.push(("delivery.report.only.error".into(), "false".into()));
+        let transactional = config.iter().any(|(k, v)| k == "transactional.id" && !v.is_empty());
         let main = Client::new(&config).map_err(Stop::Config)?;
         Ok(Producer {
             main,
@@ -166,7 +187,99 @@ impl Producer {
             attempt: 0,
             logs: Vec::new(),
             stop,
+            transactional,
+            txn_refusals: Vec::new(),
         })
+    }
+
+    /// Registers the transactional id with its coordinator: fences every older producer of
+    /// the same id and completes (aborts) its open transaction.
+    pub fn init_transactions(&mut self, timeout_ms: i32) -> Result<()> {
+        let e = unsafe { rd::rd_kafka_init_transactions(self.main.rk(), timeout_ms) };
+        self.txn_result(e, "initialising transactions")
+    }
+
+    pub fn begin_transaction(&mut self) -> Result<()> {
+        let e = unsafe { rd::rd_kafka_begin_transaction(self.main.rk()) };
+        self.txn_result(e, "beginning a transaction")
+    }
+
+    /// Waits for every batch (as `flush`), then commits: returns the batches completed
+    /// meanwhile. Any failure is `Transaction` (or `Fenced`): librdkafka lacks KIP-890, so even
+    /// a commit that timed out is not retried; the caller makes a new producer.
+    pub fn commit_transaction(&mut self, timeout_ms: i32) -> Result<Vec<Completed>> {
+        let done = self.flush()?;
+        if let Some(r) = self.txn_refusals.first() {
+            return Err(Stop::Transaction(format!("Kafka refused a row (line {}): {}", r.line, r.reason)));
+        }
+        let e = unsafe { rd::rd_kafka_commit_transaction(self.main.rk(), timeout_ms) };
+        self.txn_result(e, "committing the transaction")?;
+        Ok(done)
+    }
+
+    /// Aborts the open transaction (librdkafka drops what is queued).
+    pub fn abort_transaction(&mut self, timeout_ms: i32) -> Result<()> {
+        let e = unsafe { rd::rd_kafka_abort_transaction(self.main.rk(), timeout_ms) };
+        self.txn_result(e, "aborting the transaction")
+    }
+
+    /// The rows the broker refused in the transaction that failed (taken once).
+    pub fn take_txn_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.txn_refusals)
+    }
+
+    fn txn_result(&mut self, e: *mut rd::rd_kafka_error_t, what: &str) -> Result<()> {
+        if e.is_null() {
+            return Ok(());
+        }
+        let (code, text) = unsafe {
+            let code = rd::rd_kafka_error_code(e) as i32;
+            let text = CStr::from_ptr(rd::rd_kafka_error_string(e)).to_string_lossy().into_owned();
+            rd::rd_kafka_error_destroy(e);
+            (code, text)
+        };
+        let msg = format!("{what}: {text}");
+        Err(if code == ERR_FENCED || code == ERR_PRODUCER_FENCED { Stop::Fenced(msg) } else { Stop::Transaction(msg) })
+    }
+
+    /// A record no batch waits for, to `partition` of `topic` (copied): in a transaction, the
+    /// commit confirms it.
+    pub fn send_record(&mut self, topic: &str, partition: i32, key: &[u8], value: &[u8]) -> Result<()> {
+        let t = cstring(topic).map_err(Stop::Config)?;
+        loop {
+            let err = unsafe {
+                let vus = [
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: t.as_ptr() }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_PARTITION, rd::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_KEY, rd::rd_kafka_vu_s__bindgen_ty_1 {
+                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: key.as_ptr() as *mut c_void, size: key.len() },
+                    }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
+                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: value.as_ptr() as *mut c_void, size: value.len() },
+                    }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS, rd::rd_kafka_vu_s__bindgen_ty_1 { i: rd::RD_KAFKA_MSG_F_COPY as i32 }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(UNTRACKED, 0) as *mut c_void }),
+                ];
+                let e = rd::rd_kafka_produceva(self.main.rk(), vus.as_ptr(), vus.len());
+                if e.is_null() {
+                    0
+                } else {
+                    let code = rd::rd_kafka_error_code(e) as i32;
+                    rd::rd_kafka_error_destroy(e);
+                    code
+                }
+            };
+            match err {
+                0 => return Ok(()),
+                ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
+                _ => return Err(self.failure(format!("cannot produce to {topic}: {}", err_name(err)))),
+            }
+        }
+    }
+
+    /// A failure of Kafka: the run's end, or in a transaction, the transaction's.
+    fn failure(&self, msg: String) -> Stop {
+        if self.transactional { Stop::Transaction(msg) } else { Stop::Unavailable(msg) }
     }
 
     fn client(&mut self, h: Handle) -> &mut Client {
@@ -193,7 +306,7 @@ impl Producer {
     /// Hands every ready row of `batch` to librdkafka; returns the batch's id.
     pub fn send(&mut self, batch: BatchData) -> Result<u32> {
         let id = self.next_id;
-        self.next_id = if self.next_id + 1 == DEAD { 0 } else { self.next_id + 1 };
+        self.next_id = if self.next_id + 1 >= UNTRACKED { 0 } else { self.next_id + 1 };
         let batch = Arc::new(batch);
         let ready: Vec<usize> = (0..batch.msgs.len()).filter(|&i| batch.msgs[i].state == Slot::Ready).collect();
         if self.inflight.is_empty() {
@@ -265,7 +378,7 @@ impl Producer {
                         }
                         self.refuse(m._private as usize, err);
                     }
-                    _ => return Err(Stop::Unavailable(format!("cannot produce to {topic}: {}", err_name(err)))),
+                    _ => return Err(self.failure(format!("cannot produce to {topic}: {}", err_name(err)))),
                 }
             }
             *msgs = again;
@@ -372,7 +485,7 @@ impl Producer {
                 ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
                 _ => {
                     let topic = self.dead[&index].letter.topic.clone();
-                    return Err(Stop::Unavailable(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
+                    return Err(self.failure(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
                 }
             }
         }
@@ -422,8 +535,13 @@ impl Producer {
             self.errors_seen = cb.errors;
             (std::mem::take(&mut cb.acked), std::mem::take(&mut cb.failures), cb.fatal.clone())
         };
-        if let Some(f) = fatal {
-            return Err(Stop::Unavailable(format!("fatal producer error: {f}")));
+        if let Some((code, f)) = fatal {
+            let msg = format!("fatal producer error: {f}");
+            return Err(if self.transactional && (code == ERR_FENCED || code == ERR_PRODUCER_FENCED) {
+                Stop::Fenced(msg)
+            } else {
+                self.failure(msg)
+            });
         }
         if !acked.is_empty() {
             self.last_progress = Instant::now();
@@ -442,6 +560,9 @@ impl Producer {
         }
         if failed.is_empty() {
             return Ok(());
+        }
+        if self.transactional {
+            return self.fail_transaction(failed);
         }
         let mut resend = Vec::new();
         let mut alone = Vec::new();
@@ -484,6 +605,38 @@ impl Producer {
             self.produce(h, items)?;
         }
         Ok(())
+    }
+
+    /// Exactly-once: nothing is sent again inside a transaction that lost a record. The rows the
+    /// broker refused on their own are kept (the caller withholds them next time) and their
+    /// batches complete; any other failure ends the transaction now.
+    fn fail_transaction(&mut self, failed: Vec<Failure>) -> Result<()> {
+        let mut other = None;
+        for f in failed {
+            let (b, _) = unpack(f.opaque);
+            if b == DEAD || b == UNTRACKED {
+                other.get_or_insert((f.err, b));
+                continue;
+            }
+            if record_error(f.err) {
+                self.refuse(f.opaque, f.err);
+                let (b, i) = unpack(f.opaque);
+                let m = &self.inflight[&b].data.msgs[i];
+                self.txn_refusals.push(Refusal { row: m.row, line: m.line, offset: m.offset, code: f.err, reason: err_name(f.err) });
+            } else {
+                self.settle_one(b);
+                if f.err != ERR_INVALID_DIFFERENT_RECORD {
+                    other.get_or_insert((f.err, b));
+                }
+            }
+        }
+        match other {
+            Some((err, b)) => {
+                let what = if b == UNTRACKED { "the checkpoint record" } else if b == DEAD { "a dead letter" } else { "a row" };
+                Err(Stop::Transaction(format!("delivery of {what} failed: {}", err_name(err))))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Sends records again one per request, through the second handle, and waits for them.

@@ -153,6 +153,11 @@ class TopicCreation(ApiModel):
     """Topic configs (retention.ms, max.message.bytes, cleanup.policy, ...)."""
 
 
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "atLeastOnce"
+    EXACTLY_ONCE = "exactlyOnce"
+
+
 class Kafka(ApiModel):
     """Where the rows go."""
 
@@ -182,6 +187,16 @@ class Kafka(ApiModel):
     retry_budget_seconds: int = Field(default=300, ge=1)
     """How long delivery to Kafka may keep failing (retried with exponential backoff and jitter)
     before the ingestion fails."""
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    """atLeastOnce: a crash re-sends at most one checkpoint interval (consumers drop those by
+    _id). exactlyOnce: each checkpoint interval is one Kafka transaction holding its rows, its
+    dead letters and its checkpoint record (in offsetsTopic); a crash aborts it and the next
+    attempt resumes from the last commit. Consumers must read with
+    isolation.level=read_committed."""
+    offsets_topic: str = Field(default="csvkafka-offsets", pattern=TOPIC_PATTERN)
+    """exactlyOnce: the compacted topic of the checkpoints committed with the rows, keyed by
+    ingestion and work unit. Created (compacted) when missing; a topic retention could empty
+    (cleanup.policy with delete) is refused."""
 
 
 class CheckpointInterval(ApiModel):

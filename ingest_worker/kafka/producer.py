@@ -16,12 +16,12 @@ import logging
 import threading
 from typing import Any
 
-from csvkafka_core import Batch, KafkaUnavailable, Producer
+from csvkafka_core import Batch, KafkaUnavailable, Producer, ProducerFenced, TransactionFailed
 
 from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, DeadLetter
 
-__all__ = ["DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable", "ProducerPool", "Refusal",
-           "RowProducer", "producer_config"]
+__all__ = ["DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable", "ProducerFenced", "ProducerPool",
+           "Refusal", "RowProducer", "TransactionFailed", "producer_config"]
 
 log = logging.getLogger("ingest_worker.kafka")
 
@@ -110,6 +110,43 @@ class RowProducer:
             return self.core.flush()
         finally:
             self._forward_logs()
+
+    # --- exactly-once: one transaction per checkpoint interval (see ingest_worker.exactly_once)
+
+    def init_transactions(self, timeout_s: float) -> None:
+        """Fences every older producer of this transactional id and completes its open
+        transaction."""
+        try:
+            self.core.init_transactions(int(timeout_s * 1000))
+        finally:
+            self._forward_logs()
+
+    def begin_transaction(self) -> None:
+        self.core.begin_transaction()
+
+    def send_record(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """A record of the open transaction that no batch waits for (its checkpoint)."""
+        try:
+            self.core.send_record(topic, partition, key, value)
+        finally:
+            self._forward_logs()
+
+    def commit_transaction(self, timeout_s: float) -> list[Completed]:
+        """Waits for every batch, then commits; returns the batches completed meanwhile."""
+        try:
+            return self.core.commit_transaction(int(timeout_s * 1000))
+        finally:
+            self._forward_logs()
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        try:
+            self.core.abort_transaction(int(timeout_s * 1000))
+        finally:
+            self._forward_logs()
+
+    def take_txn_refusals(self) -> list[Refusal]:
+        """The rows the broker refused in the transaction that failed."""
+        return self.core.take_txn_refusals()
 
     def fault_seconds(self) -> float:
         """Seconds spent in Kafka faults so far (see ``ingest_csv_kafka_retry_seconds``)."""

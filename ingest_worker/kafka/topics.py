@@ -59,7 +59,7 @@ def ensure_topics(
     topics = [kafka.topic]
     if kafka.dead_letter_topic and kafka.dead_letter_topic != kafka.topic:
         topics.append(kafka.dead_letter_topic)
-    admin = _Admin(dict(config) if config is not None else admin_config(kafka), timeout_s)
+    admin = Admin(dict(config) if config is not None else admin_config(kafka), timeout_s)
     missing = [t for t in topics if not admin.exists(t)]
     if not missing:
         return
@@ -81,7 +81,7 @@ def _missing_message(kafka: Kafka, missing: list[str], servers: str) -> str:
     )
 
 
-class _Admin:
+class Admin:
     """An admin client with one deadline for all its calls, and the brokers' last error (a
     refused connection, a failed SASL handshake) to tell why nothing answered."""
 
