@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,9 +41,11 @@ from ingest_worker.kafka.offsets import (
     CheckpointKey,
     KafkaCheckpointStore,
     OffsetsReader,
+    TopicLimits,
     checkpoint_record,
     ensure_offsets_topic,
     partition_for,
+    topic_limits,
 )
 from ingest_worker.kafka.producer import (
     KafkaUnavailable,
@@ -54,6 +57,10 @@ from ingest_worker.kafka.producer import (
 from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure, refused_row
 
 log = logging.getLogger("ingest_worker")
+
+KEYLESS = (87, "Broker: Broker failed to validate record (a compacted topic takes no record "
+               "without a key)")
+"""Why a compacted topic refuses a row without a key (Kafka's INVALID_RECORD)."""
 
 TXN_CHUNKS = 8
 """Chunks per transaction at most (chunks are cut at everyRows / TXN_CHUNKS rows): the reader's
@@ -91,6 +98,7 @@ class Transactions:
     last_progress: float = field(default_factory=time.monotonic)
     rewinds: int = 0
     commits: int = 0
+    limits: TopicLimits | None = None
 
     def __post_init__(self) -> None:
         self.config = transactional_config(self.spec, self.key.transactional_id)
@@ -112,6 +120,9 @@ class Transactions:
         kafka = self.spec.kafka
         if check_topics:
             ensure_offsets_topic(kafka, min(30.0, self.budget_s))
+        if self.limits is None:
+            self.limits = topic_limits(kafka, min(30.0, self.budget_s))
+            self._fit_batches_to_the_topic(self.limits)
         self.partitions = self.reader.partitions()
         producer = RowProducer(self.config, kafka.topic, self.budget_s)
         try:
@@ -121,6 +132,18 @@ class Transactions:
             raise
         self.producer = producer
         return producer
+
+    def _fit_batches_to_the_topic(self, limits: TopicLimits) -> None:
+        """Batches no larger than the topic takes. The broker refuses a batch over the topic's
+        max.message.bytes as a whole, with no word of which row is too large, and inside a
+        transaction that dooms it; bounded so, a row too large is refused by the client's own
+        check, at once and alone, and dead-lettered without touching the transaction."""
+        limit = limits.max_message_bytes
+        if limit is None:
+            return
+        for key, default in (("message.max.bytes", 1_000_000), ("batch.size", 1_000_000)):
+            if int(self.config.get(key, default)) > limit:
+                self.config[key] = limit
 
     def committed(self) -> None:
         self.commits += 1
@@ -147,6 +170,14 @@ class Transactions:
         """After a failed transaction: withholds the refused rows, waits a backoff; returns
         why to give up instead (the retry budget is spent), or None to start the next pass."""
         self.close()
+        if len(refusals) > 1:
+            # Refused as a whole request: librdkafka reports every row of it alike, and a row
+            # sent again would doom the next transaction too (at-least-once isolates it).
+            lines = sorted(r[1] for r in refusals)
+            return (f"Kafka refused a request of {len(refusals)} rows (lines {lines[0]}-"
+                    f"{lines[-1]}) as a whole inside a transaction: {refusals[0][4]}. "
+                    "Exactly-once cannot tell the bad row from the others; ingest the file "
+                    "with delivery atLeastOnce, which sends them again one by one")
         for _row, _line, offset, code, reason in refusals:
             self.withheld[offset] = (code, reason)
         stalled = time.monotonic() - self.last_progress
@@ -239,16 +270,25 @@ class TxnSender(Worker):
         if self.began is None:
             producer.begin_transaction()
             self.began = time.monotonic()
+        if self.txn.limits is not None and self.txn.limits.compacted:
+            held = encoded.batch.withhold_keyless()
+            if held:
+                encoded = self._refused(chunk, encoded, held, lambda _offset: KEYLESS)
         if self.txn.withheld:
             held = encoded.batch.withhold({o for o in self.txn.withheld
                                            if chunk.start_offset <= o < chunk.end_offset})
             if held:
-                extra = [refused_row(chunk, self.cfg.layout, (row, line, offset,
-                                                              *self.txn.withheld[offset]))
-                         for row, line, offset in held]
-                encoded = replace(encoded, bad=sorted(encoded.bad + extra, key=lambda b: b.offset))
+                encoded = self._refused(chunk, encoded, held, self.txn.withheld.__getitem__)
         self.open_rows += encoded.rows_read
         self._send(producer, chunk, encoded, time.monotonic(), self._sent)
+
+    def _refused(self, chunk: Chunk, encoded: Encoded, held: list[tuple[int, int, int]],
+                 why: Callable[[int], tuple[int, str]]) -> Encoded:
+        """``encoded`` with the ``held`` rows as bad rows, refused by Kafka for ``why(offset)``:
+        (error code, reason)."""
+        extra = [refused_row(chunk, self.cfg.layout, (row, line, offset, *why(offset)))
+                 for row, line, offset in held]
+        return replace(encoded, bad=sorted(encoded.bad + extra, key=lambda b: b.offset))
 
     def _due(self) -> bool:
         if self.began is None:

@@ -225,6 +225,19 @@ impl Batch {
         Ok(out)
     }
 
+    /// Takes the ready rows without a key out of the batch (a compacted topic refuses them):
+    /// their (row within the chunk, line, offset).
+    fn withhold_keyless(&mut self) -> PyResult<Vec<(u64, u64, u64)>> {
+        let mut out = Vec::new();
+        for m in self.data_mut()?.msgs.iter_mut() {
+            if m.state == Slot::Ready && m.key.1 == 0 {
+                m.state = Slot::Rejected;
+                out.push((m.row, m.line, m.offset));
+            }
+        }
+        Ok(out)
+    }
+
     fn message_lines(&self) -> PyResult<Vec<u64>> {
         let d = self.data()?;
         Ok(d.msgs.iter().filter(|m| m.state == Slot::Ready).map(|m| m.line).collect())

@@ -103,6 +103,32 @@ def ensure_offsets_topic(kafka: Kafka, timeout_s: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TopicLimits:
+    """What the data topic refuses a record for, known before sending it."""
+
+    max_message_bytes: int | None = None
+    compacted: bool = False
+    """A compacted topic refuses a record without a key."""
+
+
+def topic_limits(kafka: Kafka, timeout_s: float) -> TopicLimits:
+    """The data topic's limits (the defaults when the worker may not read its configuration)."""
+    admin = Admin(admin_config(kafka), timeout_s)
+    resource = ConfigResource(ResourceType.TOPIC, kafka.topic)
+    try:
+        configs = admin.client.describe_configs([resource])[resource].result(timeout=timeout_s)
+    except KafkaException as e:
+        log.info("cannot read the configuration of %s: %s", kafka.topic, e.args[0].str())
+        return TopicLimits()
+    size = configs.get("max.message.bytes")
+    policy = configs.get("cleanup.policy")
+    return TopicLimits(
+        max_message_bytes=int(size.value) if size is not None and size.value else None,
+        compacted=policy is not None and "compact" in (policy.value or ""),
+    )
+
+
 def checkpoint_record(key: CheckpointKey, cp: Checkpoint, writer: str) -> tuple[bytes, bytes]:
     """The (key, value) of the offsets topic's record for ``cp``."""
     value = {"checkpoint": cp.to_dict(), "restart": key.restart,
@@ -187,12 +213,19 @@ class OffsetsReader:
 
     def _offset(self, admin: Admin, tp: TopicPartition, level: IsolationLevel) -> int:
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        futures = admin.client.list_offsets({tp: latest}, isolation_level=level,
-                                            request_timeout=self.timeout_s)
-        try:
-            return int(futures[tp].result(timeout=self.timeout_s).offset)
-        except KafkaException as e:
-            raise TopicError(f"offsets topic {tp.topic}: {e.args[0].str()}") from e
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            futures = admin.client.list_offsets({tp: latest}, isolation_level=level,
+                                                request_timeout=self.timeout_s)
+            try:
+                return int(futures[tp].result(timeout=self.timeout_s).offset)
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                # A new topic's leader, or one moving after a broker restart: soon answered.
+                if err.retriable() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise TopicError(f"offsets topic {tp.topic}: {err.str()}") from e
 
 
 class KafkaCheckpointStore:
