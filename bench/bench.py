@@ -5,10 +5,12 @@
     python bench/bench.py --compression none,lz4,zstd  # and bytes stored per row for each
     python bench/bench.py --rss-scaling            # the worker on 1M and 10M rows: peak RSS
     python bench/bench.py --start                  # process start -> first produce (5 runs)
+    python bench/bench.py --only worker --only worker-eos --compression lz4   # exactly-once cost
 
 Contestants: ``kcat-same`` is kcat sending the worker's own messages (the same JSON bytes and
 keys, written out beforehand by the worker's encoder), the ceiling for those bytes in C;
-``kcat-raw`` sends the raw CSV lines; ``naive`` is csv + json.dumps + produce in Python.
+``kcat-raw`` sends the raw CSV lines; ``naive`` is csv + json.dumps + produce in Python;
+``worker-eos`` is the worker with ``--exactly-once`` (one transaction per checkpoint interval).
 All use the same producer settings and partitioner, and the same compression in each round.
 
 Not a test: it prints figures, asserts nothing. The CSV is generated reproducibly (seeded) and
@@ -376,6 +378,9 @@ def bench_one(
                "--bootstrap-servers", bootstrap, "--key", key, "--checkpoint", str(ckpt),
                "--parallelism", str(parallelism), "--log-level", "WARNING",
                *os.environ.get("BENCH_WORKER_ARGS", "").split()]
+        if kind == "worker-eos":
+            # Exactly-once: the same run, one transaction per checkpoint interval.
+            cmd += ["--exactly-once", "--transactional-id", f"bench-{topic}"]
         for p in props:
             cmd += ["--producer-property", p]
         # "before": the same command from another copy of the package (a before/after run);
@@ -387,7 +392,7 @@ def bench_one(
         r.stored = stored_bytes(topic)
         return r
     finally:
-        if kind in ("worker", "before"):
+        if kind in ("worker", "worker-eos", "before"):
             ckpt.unlink(missing_ok=True)
         delete_topic(bootstrap, topic)
 
@@ -403,9 +408,9 @@ def report(results: list[Result]) -> None:
               f"{r.peak.pss_sum_kb / 1024:8.0f}M {r.peak.procs:5d} {r.cpu_s * per_m:9.2f} "
               f"{broker:>8} {r.stored / r.rows:6.0f}" + ("" if r.rc == 0 else f"  (exit {r.rc})"))
     by = {r.name: r for r in results}
-    for mine in ("worker", "before"):
+    for mine in ("worker", "worker-eos", "before"):
         if mine in by:
-            for other in ("kcat-same", "kcat-raw", "naive", "before"):
+            for other in ("kcat-same", "kcat-raw", "naive", "before", "worker"):
                 if other in by and other != mine:
                     print(f"{mine}/{other}: {by[mine].rows_s / by[other].rows_s:.2f}x rows/s")
     if "worker" in by and "kcat-same" in by:
@@ -450,7 +455,7 @@ def main() -> None:
     ap.add_argument("--file", choices=["bench", "wide"], default="bench",
                     help="bench: 6 columns, 63 B per line; wide: 12 columns, 105 B per line")
     ap.add_argument("--only", action="append",
-                    choices=["kcat-raw", "kcat-same", "naive", "worker", "before"])
+                    choices=["kcat-raw", "kcat-same", "naive", "worker", "worker-eos", "before"])
     ap.add_argument("--compression", default="lz4,none",
                     help="comma-separated rounds: none, lz4, zstd, gzip, snappy")
     ap.add_argument("--baseline", metavar="DIR",
@@ -486,7 +491,7 @@ def main() -> None:
     print("producer settings (all):", " ".join(f"{k}={v}" for k, v in PRODUCER.items()
                                                if k != "compression.type"))
     kinds = args.only or ["kcat-raw", "kcat-same", "naive",
-                          *(["before"] if args.baseline else []), "worker"]
+                          *(["before"] if args.baseline else []), "worker", "worker-eos"]
     print("CPU s/1M: user+sys seconds of the contestant per million rows; +broker: with the "
           f"broker's CPU meanwhile (pid {BROKER_PID}); B/row: bytes stored by the broker")
     for comp in args.compression.split(","):
