@@ -369,10 +369,10 @@ class _Run:
         self._start_workers(start)
         topics.wait()
         if self.txn is not None:
-            from ingest_worker.exactly_once import TXN_CHUNKS
+            from ingest_worker.exactly_once import TXN_CHUNKS, WINDOW_TRANSACTIONS
 
-            # Two transactions' chunks: one is read and encoded while the other commits.
-            window = 2 * TXN_CHUNKS
+            # Transactions' chunks: the next ones are read and encoded while one commits.
+            window = WINDOW_TRANSACTIONS * TXN_CHUNKS
             max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // TXN_CHUNKS)
         else:
             window = max(2, tuning.window_per_worker * len(self.workers))
@@ -392,12 +392,18 @@ class _Run:
         stopping_since: float | None = None
         save_rows = max(1, spec.checkpoint.every_rows // 2)
         bad_by_seq: dict[int, list[BadRow]] = {}
+        told_end = False
         try:
             while True:
                 if reader.error is not None:
                     raise self._reader_failure(reader.error)
                 if reader.chunks is not None and wm.next_seq >= reader.chunks:
                     break
+                if reader.chunks is not None and self.txn is not None and not told_end:
+                    # The sender reports chunks once committed: it commits the last ones as
+                    # soon as it knows no more come.
+                    self.workers[0].inbox.put(None)
+                    told_end = True
                 if self.stop_requested.is_set():
                     if stopping_since is None:
                         stopping_since = time.monotonic()

@@ -194,7 +194,7 @@ class OffsetsReader:
             consumer.assign([TopicPartition(topic, tp.partition, 0)])
             read_deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < read_deadline:
-                msg = consumer.poll(0.5)
+                msg = consumer.poll(0.05)
                 err = msg.error() if msg is not None else None
                 if msg is not None and err is None:
                     if msg.key() == want:
@@ -243,7 +243,11 @@ class KafkaCheckpointStore:
 
     def load(self) -> Checkpoint | None:
         mirrored = self.inner.load()
+        started = time.monotonic()
         value = self.reader.read(self.key)
+        log.debug("Read the offsets topic", extra={
+            "key": self.key.key, "found": value is not None,
+            "seconds": round(time.monotonic() - started, 3)})
         if value is None or int(value.get("restart", 0)) != self.key.restart:
             if value is not None:
                 log.info("The offsets topic's checkpoint is of an earlier restart: starting over")
