@@ -277,9 +277,19 @@ impl Producer {
         }
     }
 
-    /// A failure of Kafka: the run's end, or in a transaction, the transaction's.
+    /// A failure of Kafka: the run's end, or in a transaction, the transaction's; or, when
+    /// the producer was fenced (every produce call then fails with `_FATAL`), that.
     fn failure(&self, msg: String) -> Stop {
-        if self.transactional { Stop::Transaction(msg) } else { Stop::Unavailable(msg) }
+        if !self.transactional {
+            return Stop::Unavailable(msg);
+        }
+        let mut buf = [0 as std::ffi::c_char; 512];
+        let code = unsafe { rd::rd_kafka_fatal_error(self.main.rk(), buf.as_mut_ptr(), buf.len()) } as i32;
+        if code == ERR_FENCED || code == ERR_PRODUCER_FENCED {
+            let why = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+            return Stop::Fenced(format!("{msg}: {why}"));
+        }
+        Stop::Transaction(msg)
     }
 
     fn client(&mut self, h: Handle) -> &mut Client {
