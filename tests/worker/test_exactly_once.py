@@ -318,3 +318,62 @@ def test_transaction_timeout_bounds_the_message_timeout() -> None:
     default = transactional_config(make_spec("/x.csv", "t", "b:9092"), "id-2")
     assert int(default["transaction.timeout.ms"]) == 60_000
     assert int(default["message.timeout.ms"]) == 60_000
+
+
+def test_keys_derive_from_the_uid_and_each_unit_has_its_own() -> None:
+    key = CheckpointKey.of_ingestion("ns", "sales", "0f1e-uid", restart=2)
+    assert (key.transactional_id, key.key, key.restart) == ("csvkafka-0f1e-uid",
+                                                            "ns/sales/0f1e-uid", 2)
+    unit = key.for_unit("digest9", 7)
+    assert (unit.transactional_id, unit.key, unit.restart) == (
+        "csvkafka-0f1e-uid-7", "ns/sales/0f1e-uid/digest9/7", 2)
+
+
+class _Offsets:
+    def __init__(self, value: dict[str, Any] | None) -> None:
+        self.value = value
+
+    def read(self, key: CheckpointKey) -> dict[str, Any] | None:
+        return self.value
+
+
+def _cp(offset: int, version: str = "v1") -> Any:
+    from ingest_worker.checkpoint import Checkpoint
+
+    return Checkpoint(byte_offset=offset, row=offset // 10, line=offset // 10 + 2,
+                      source_url="s3://b/k", source_version=version)
+
+
+@pytest.mark.parametrize(("kafka", "mirrored", "expected"), [
+    (None, None, None),
+    (None, 500, 500),  # an at-least-once run's checkpoint, before the mode changed
+    (900, 500, 900),  # status lags behind Kafka
+    (500, 900, 900),  # status of an at-least-once run, further on: its rows are delivered
+])
+def test_kafka_is_the_checkpoint_and_status_only_mirrors_it(
+    kafka: int | None, mirrored: int | None, expected: int | None
+) -> None:
+    from ingest_worker.kafka.offsets import KafkaCheckpointStore
+
+    key = CheckpointKey("t", "k", restart=1)
+    value = None if kafka is None else {"checkpoint": _cp(kafka).to_dict(), "restart": 1}
+    store = KafkaCheckpointStore(MemoryCheckpointStore(None if mirrored is None
+                                                       else _cp(mirrored)),
+                                 _Offsets(value), key)  # type: ignore[arg-type]
+    got = store.load()
+    assert (got.byte_offset if got else None) == expected
+
+
+def test_a_checkpoint_of_an_earlier_restart_or_another_version_is_not_resumed() -> None:
+    from ingest_worker.kafka.offsets import KafkaCheckpointStore
+
+    earlier = {"checkpoint": _cp(900).to_dict(), "restart": 0}
+    store = KafkaCheckpointStore(MemoryCheckpointStore(), _Offsets(earlier),  # type: ignore[arg-type]
+                                 CheckpointKey("t", "k", restart=1))
+    assert store.load() is None
+    other = {"checkpoint": _cp(900, "v2").to_dict(), "restart": 1}
+    store = KafkaCheckpointStore(MemoryCheckpointStore(_cp(950)), _Offsets(other),  # type: ignore[arg-type]
+                                 CheckpointKey("t", "k", restart=1))
+    loaded = store.load()
+    # The run compares the version with the source's and starts over on a mismatch.
+    assert loaded is not None and loaded.source_version == "v2"
