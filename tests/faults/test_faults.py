@@ -431,6 +431,22 @@ def test_operator_killed(
 # --- 6. two attempts racing ---------------------------------------------------------------------
 
 
+def stale_pod_of(ingestions: Ingestions, namespace: str, job_name: str, name: str
+                 ) -> dict[str, Any]:
+    """A pod of the Job's own template (its ServiceAccount, its spec snapshot) that the Job does
+    not own: a stale attempt the Job controller thinks dead but which still runs."""
+    job = wait_for("the Job", lambda: ingestions.batch.read_namespaced_job(job_name, namespace)
+                   if job_name in ingestions.jobs() else None, timeout=60)
+    template = ingestions.core.api_client.sanitize_for_serialization(job.spec.template)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        # No Job labels: the Job controller must neither adopt nor count it.
+        "metadata": {"name": name},
+        "spec": copy.deepcopy(template["spec"]),
+    }
+
+
 @pytest.mark.slow
 def test_two_attempts_racing_checkpoint_never_moves_back(
     operator: OperatorDeployment,
@@ -447,16 +463,7 @@ def test_two_attempts_racing_checkpoint_never_moves_back(
     rng = random.Random(seed)
     topic = new_topic(partitions=3)
     _create(ingestions, "race", big_csv, topic, testenv.kafka_bootstrap)
-    job = wait_for("the Job", lambda: ingestions.batch.read_namespaced_job("race-1", namespace)
-                   if "race-1" in ingestions.jobs() else None, timeout=60)
-    template = ingestions.core.api_client.sanitize_for_serialization(job.spec.template)
-    stale_pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        # No Job labels: the Job controller must neither adopt nor count it.
-        "metadata": {"name": "race-stale"},
-        "spec": copy.deepcopy(template["spec"]),
-    }
+    stale_pod = stale_pod_of(ingestions, namespace, "race-1", "race-stale")
     with Watcher(ingestions, "race") as w:
         _wait_progress(ingestions, "race", rng, big_csv.stat().st_size)
         ingestions.core.create_namespaced_pod(namespace, stale_pod)

@@ -216,16 +216,16 @@ def test_a_row_kafka_refuses_is_dead_lettered_once(
         path.write_bytes(_rows(3000, 1500, big))
         topic = _topic(kafka_admin, 1, **{"max.message.bytes": str(512 * 1024)})
         props = {"compression.type": "none"}
-        keys, bad_line, code = ["id"], 1501, b"10"
+        code = b"10"  # MSG_SIZE_TOO_LARGE
     else:
         path.write_bytes(b"id,name\n" + b"".join(
             b"%s,n%d\n" % (b"" if i == 1500 else str(i).encode(), i) for i in range(1, 3001)))
         topic = _topic(kafka_admin, 1, **{"cleanup.policy": "compact"})
-        keys, bad_line, code = ["id"], 1501, b"87"
+        code = b"87"  # INVALID_RECORD
     dlq = _topic(kafka_admin, 1)
     key = CheckpointKey(unique_name("txn"), unique_name("key"))
     result = _eos_run(path, topic, kafka_bootstrap, key, kafka__deadLetterTopic=dlq,
-                      kafka__keyColumns=keys, kafka__producerProperties=props)
+                      kafka__keyColumns=["id"], kafka__producerProperties=props)
     assert result.completed, result.message
     c = result.counters
     assert (c.rows_read, c.rows_published, c.rows_failed) == (3000, 2999, 1)
@@ -233,7 +233,7 @@ def test_a_row_kafka_refuses_is_dead_lettered_once(
     assert len(published) == 2999
     [dead] = consume_all(dlq, 1)
     h = _headers(dead)
-    assert h[deadletter.LINE] == str(bad_line).encode() and h[deadletter.KAFKA_ERROR] == code
+    assert h[deadletter.LINE] == b"1501" and h[deadletter.KAFKA_ERROR] == code
     assert len(consume(kafka_bootstrap, topic, committed=False)) == 2999  # none aborted
 
 
