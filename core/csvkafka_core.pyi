@@ -18,18 +18,30 @@ def cut(
 def murmur2(key: bytes) -> int: ...
 def partition_of(name: str, key: bytes | None, count: int, sticky: int = 0) -> int: ...
 
+ColumnTuple = tuple[str, bool, int, int, str | None, int]
+"""A column: (type, nullable, precision, scale, format, zone offset in seconds)."""
+
+def check(column: ColumnTuple, text: str, avro: bool) -> str | None: ...
+
 class Encoder:
     def __init__(
         self,
-        names: list[bytes],
-        types: list[str],
+        names: list[str],
+        columns: list[ColumnTuple],
         key_columns: list[int],
         delimiter: int,
         quote: int | None,
-        source: bytes | None = None,
+        source: str | None = None,
         id_prefix: str | None = None,
+        avro: bool = False,
+        frame: bytes = b"",
+        order: list[int] | None = None,
+        key_frame: bytes | None = None,
     ) -> None: ...
     def encode(self, chunk: bytes, offset: int, line: int) -> Batch: ...
+    def encode_fields(
+        self, fields: list[str], line: int, offset: int
+    ) -> tuple[bytes | None, bytes | None, tuple[int, str] | None]: ...
 
 class Batch:
     rows_read: int

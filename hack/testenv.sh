@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local environment: one Kubernetes node in a network namespace of its own (hack/node.sh),
 # holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, the kubelet,
-# kube-proxy, an Apache Kafka broker (KRaft) and the object stores, with the operator installed
-# as its Deployment from the image built from this tree. Data in .testenv/ (throwaway).
+# kube-proxy, an Apache Kafka broker (KRaft), a Schema Registry and the object stores, with the
+# operator installed as its Deployment from the image built from this tree. Data in .testenv/
+# (throwaway).
 #
 #   hack/testenv.sh up [all|kafka|kube|stores]   build what is missing (cached), start, wait until ready
 #   hack/testenv.sh down                  stop everything, remove the data, put the host back
@@ -35,6 +36,7 @@ S3_PORT=35000
 GCS_PORT=34443
 AZURE_PORT=30100
 PROMETHEUS_PORT=39090
+REGISTRY_PORT=38081
 # Azurite's well-known development account (public, documented by Microsoft).
 AZURE_ACCOUNT=devstoreaccount1
 AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -131,6 +133,7 @@ export CSVKAFKA_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountNa
 export CSVKAFKA_NODE_NETNS="$NODE_NETNS"
 export CSVKAFKA_NODE_IP="$NODE_IP"
 export CSVKAFKA_PROMETHEUS_URL="http://$NODE_IP:$PROMETHEUS_PORT"
+export CSVKAFKA_SCHEMA_REGISTRY_URL="http://$NODE_IP:$REGISTRY_PORT"
 export CSVKAFKA_IMAGE="$(cat "$state/image" 2>/dev/null)"
 export CONTAINER_RUNTIME_ENDPOINT="unix://$state/containerd/containerd.sock"
 export PATH="$bin:$root/.venv/bin:\$PATH"
@@ -257,6 +260,16 @@ stores_start() {
   wait_for "azurite" 60 port_open "$AZURE_PORT"
 }
 
+# registry_start: the Schema Registry (hack/build-registry.sh, Confluent's REST API) in the node's
+# namespace, in memory: a fresh registry with every environment.
+registry_start() {
+  local sr
+  sr="$(bash "$here/build-registry.sh" | tail -1)"
+  start schema-registry "${IN_NODE[@]}" env SCHEMA_REGISTRY_HOST="$NODE_IP" \
+    SCHEMA_REGISTRY_PORT="$REGISTRY_PORT" SCHEMA_REGISTRY_STORAGE_TYPE=memory "$sr"
+  wait_for "schema registry" 60 port_open "$REGISTRY_PORT"
+}
+
 # prometheus_start: a Prometheus server (hack/build-prometheus.sh) in the node's namespace that
 # scrapes the operator and the worker pods as manifests/monitoring's PodMonitors tell a
 # prometheus-operator to: pods found through the API server, the container port named
@@ -362,6 +375,8 @@ up() {
     bash "$here/build-kafka.sh"
     log "starting kafka $KAFKA_VERSION (KRaft) on $NODE_IP:$KAFKA_PORT"
     kafka_start
+    log "starting the schema registry on $NODE_IP:$REGISTRY_PORT"
+    registry_start
   esac
   case "$what" in all|stores)
     bash "$here/build-stores.sh"
@@ -396,7 +411,7 @@ down() {
   local name
   [ -d "$state" ] || { netns_down; return 0; }
   node_down
-  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd kafka moto fake-gcs-server azurite; do
+  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd schema-registry kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
   node_down  # again: anything the control plane started while the node stopped
@@ -406,7 +421,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka moto fake-gcs-server azurite prometheus; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka schema-registry moto fake-gcs-server azurite prometheus; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
   memory

@@ -15,6 +15,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import argparse
 import contextlib
+import json
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,11 +24,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from ingest_worker.api.spec import ColumnType, CsvIngestionSpec, Delivery
+from ingest_worker.api.spec import (
+    ColumnType,
+    CsvIngestionSpec,
+    Delivery,
+    KeyFormat,
+    SubjectNameStrategy,
+    ValueFormat,
+)
 from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, MemoryCheckpointStore
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
 from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion
+from ingest_worker.schema.settle import SECRET_DIR_ENV
 
 if TYPE_CHECKING:
     from ingest_worker.kafka.offsets import CheckpointKey
@@ -72,7 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--encoding")
     r.add_argument("--compression", choices=["auto", "none", "gzip", "bz2", "zstd"])
     r.add_argument("--type", action="append", dest="types", type=_kv, metavar="COL=TYPE",
-                   help=f"column type: {', '.join(t.value for t in ColumnType)}")
+                   help=f"column type: {', '.join(t.value for t in ColumnType)}; a type with "
+                   "options is JSON: c={\"type\":\"decimal\",\"precision\":10,\"scale\":2}")
+    r.add_argument("--infer-types", type=int, metavar="ROWS",
+                   help="infer the undeclared columns' types from the first ROWS rows")
+    r.add_argument("--value-format", choices=[f.value for f in ValueFormat])
+    r.add_argument("--key-format", choices=[f.value for f in KeyFormat])
+    r.add_argument("--schema-registry", metavar="URL", help="Schema Registry (Confluent API)")
+    r.add_argument("--schema-registry-secret-dir", type=Path, metavar="DIR",
+                   help="the registry's credentials: files username and password, or token")
+    r.add_argument("--subject-name-strategy", choices=[s.value for s in SubjectNameStrategy])
+    r.add_argument("--record-name", help="the Avro record's full name (namespace.Name)")
+    r.add_argument("--no-auto-register", action="store_true",
+                   help="write with the subject's latest schema; fail when the file does not "
+                   "fit it")
     r.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="checkpoint file: resume from it, save progress to it")
     r.add_argument("--checkpoint-rows", type=int)
@@ -137,6 +159,12 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
         ("kafka.deadLetterTopic", args.dead_letter_topic),
         ("kafka.retryBudgetSeconds", args.retry_budget_seconds),
         ("kafka.offsetsTopic", args.offsets_topic),
+        ("kafka.valueFormat", args.value_format),
+        ("kafka.keyFormat", args.key_format),
+        ("kafka.schemaRegistry.url", args.schema_registry),
+        ("kafka.schemaRegistry.subjectNameStrategy", args.subject_name_strategy),
+        ("kafka.schemaRegistry.recordName", args.record_name),
+        ("format.inferTypes.sampleRows", args.infer_types),
         ("format.delimiter", args.delimiter),
         ("format.quoteChar", args.quote_char),
         ("format.escapeChar", args.escape_char),
@@ -156,8 +184,12 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
         _set(raw, "format.columns", [c.strip() for c in args.columns.split(",")])
     if args.types:
         types = dict(raw.get("format", {}).get("columnTypes", {}))
-        types.update(dict(args.types))
+        types.update({c: json.loads(t) if t.startswith("{") else t for c, t in args.types})
         _set(raw, "format.columnTypes", types)
+    if args.no_auto_register:
+        _set(raw, "kafka.schemaRegistry.autoRegister", False)
+    if args.schema_registry_secret_dir:
+        os.environ[SECRET_DIR_ENV] = str(args.schema_registry_secret_dir)
     if args.props:
         props = dict(raw.get("kafka", {}).get("producerProperties", {}))
         props.update(dict(args.props))
@@ -173,8 +205,6 @@ def spec_from_args(args: argparse.Namespace) -> CsvIngestionSpec:
     # Without --spec, the broker may come from the environment (as the test env exports it).
     kafka = raw.get("kafka", {})
     if "bootstrapServers" not in kafka and "bootstrap_servers" not in kafka:
-        import os
-
         env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if env:
             _set(raw, "kafka.bootstrapServers", env)

@@ -126,6 +126,7 @@ def _run_units(
     """This pod's index of a run with work units (see :mod:`ingest_worker.units_run`)."""
     from ingest_worker.api.units import UnitsStatus
     from ingest_worker.checkpoint.units import UnitsWriter
+    from ingest_worker.csv.dialect import ConfigError
     from ingest_worker.exitcodes import EXIT_FENCED, EXIT_KAFKA, EXIT_OK
     from ingest_worker.planner import (
         PlanError,
@@ -135,7 +136,7 @@ def _run_units(
         unit_kind,
     )
     from ingest_worker.sources import SourceError
-    from ingest_worker.units_run import run_index
+    from ingest_worker.units_run import run_index, settle_plan
 
     index = int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
     indexes = int(os.environ.get("CSVKAFKA_INDEXES") or 1)
@@ -145,7 +146,9 @@ def _run_units(
     try:
         plan = plans.load()
         if plan is None and index == 0:
-            plan = plans.save(make_plan(spec))
+            plan = make_plan(spec)
+            settle_plan(spec, plan, store)
+            plan = plans.save(plan)
             log.info("Recorded the plan: %d units (digest %s)", len(plan.units), plan.digest)
         elif plan is None:
             plan = plans.wait(stop.is_set, PLAN_WAIT_SECONDS)
@@ -156,11 +159,11 @@ def _run_units(
             while (units := writer.read()) is None or units.plan != plan.digest:
                 if stop.wait(1.0):
                     return WORKER_EXIT_RETRY
-    except (PlanError, SourceError) as exc:
+    except (PlanError, SourceError, ConfigError) as exc:
         store.fail(f"planning the run failed: {exc}")
         return WORKER_EXIT_FATAL
     metrics = _serve_metrics()
-    result = run_index(spec, plan, index, indexes, writer, stop, metrics, txn_key)
+    result = run_index(spec, plan, index, indexes, writer, stop, metrics, txn_key, store)
     if not stop.is_set():  # a SIGTERM's grace period is not for waiting on Prometheus
         _last_scrape(metrics)
     log.info(result.message)

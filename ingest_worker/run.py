@@ -36,6 +36,8 @@ from ingest_worker.checkpoint import (
 from ingest_worker.csv.chunks import Chunk, SourceReader, SourceReadError, cut_chunks
 from ingest_worker.csv.dialect import (
     ConfigError,
+    Header,
+    Layout,
     check_format,
     normalize_encoding,
     read_header,
@@ -61,6 +63,7 @@ from ingest_worker.kafka.producer import (
 )
 from ingest_worker.logs import Progress, fmt_duration
 from ingest_worker.policy import over_budget
+from ingest_worker.schema.settle import MemoryLedger, SchemaLedger, settle_source
 from ingest_worker.sources import CsvSource, SourceError
 from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure
 
@@ -235,6 +238,8 @@ class _Run:
     check_topics: bool = True
     txn: Transactions | None = None
     """Exactly-once: the unit's transactional session (None: at-least-once)."""
+    schemas: SchemaLedger = field(default_factory=MemoryLedger)
+    """Where the ingestion's schema is recorded (status.schema), settled by its first run."""
     started: float = field(default_factory=time.monotonic)
     workers: list[Worker] = field(default_factory=list)
     outstanding: list[int] = field(default_factory=list)
@@ -256,7 +261,7 @@ class _Run:
     def _run(self) -> IngestResult:
         spec = self.spec
         check_format(spec.format)
-        encoding = normalize_encoding(spec.format.encoding)
+        normalize_encoding(spec.format.encoding)  # an unknown encoding fails before the probe
         source = self.source or CsvSource(
             spec.source.url, spec.source.compression, endpoint_url=spec.source.endpoint_url
         )
@@ -288,9 +293,9 @@ class _Run:
         # read and the workers connect.
         topics = _Check(_ensure_topics if self.check_topics else _no_check, spec.kafka,
                         spec.kafka.retry_budget_seconds)
-        with source.open(0, buffer_bytes=HEADER_READ_BYTES) as f:
-            header = read_header(f, spec.format, encoding)
-        self.layout = resolve_layout(spec, header, source.url, source.version, encoding)
+        header, layout = file_layout(spec, source)
+        # Before any row is sent: a schema the registry refuses fails the run here.
+        self.layout = settle_source(spec, layout, source, header, self.schemas).apply(layout)
         span = self.span
         # A shard's counters count its own bytes: the unit's share of the file.
         first = span.start or header.data_offset
@@ -555,6 +560,15 @@ class _Run:
         return cp
 
 
+def file_layout(spec: CsvIngestionSpec, source: CsvSource) -> tuple[Header, Layout]:
+    """The file's header, read from its start, and the layout of its rows."""
+    check_format(spec.format)
+    encoding = normalize_encoding(spec.format.encoding)
+    with source.open(0, buffer_bytes=HEADER_READ_BYTES) as f:
+        header = read_header(f, spec.format, encoding)
+    return header, resolve_layout(spec, header, source.url, source.version, encoding)
+
+
 def run_ingestion(
     spec: CsvIngestionSpec,
     store: CheckpointStore,
@@ -569,6 +583,7 @@ def run_ingestion(
     producers: ProducerPool | None = None,
     check_topics: bool = True,
     txn_key: CheckpointKey | None = None,
+    schemas: SchemaLedger | None = None,
 ) -> IngestResult:
     """Runs one ingestion to the end (or to a fatal error) and returns how it ended.
 
@@ -579,10 +594,11 @@ def run_ingestion(
     ``span`` the byte range of it to ingest (default: all of it). ``producers`` lends the
     workers producers kept from an earlier run of this process, and ``check_topics`` False
     skips the topic check such a run made. ``txn_key`` names the unit's transactional id and
-    checkpoint key, which exactly-once delivery needs. Expected failures (source
-    missing or changed, Kafka unavailable past the retry budget, too many bad rows, bad
-    configuration) are returned as a result with ``completed=False`` and a non-zero
-    ``exit_code``, never raised.
+    checkpoint key, which exactly-once delivery needs. ``schemas`` records the schema the
+    ingestion's first run settles (default: ``store``, when it can, else memory). Expected
+    failures (source missing or changed, Kafka unavailable past the retry budget, too many bad
+    rows, bad configuration, a schema the registry refuses) are returned as a result with
+    ``completed=False`` and a non-zero ``exit_code``, never raised.
     """
     def make_run(txn: Transactions | None, check: bool) -> _Run:
         return _Run(
@@ -598,9 +614,12 @@ def run_ingestion(
             producers=producers,
             check_topics=check,
             txn=txn,
+            schemas=ledger,
         )
 
     stop_requested = stop or threading.Event()
+    ledger = schemas or (cast(SchemaLedger, store) if hasattr(store, "record_schema")
+                         else MemoryLedger())
     run = make_run(None, check_topics)
     try:
         if spec.kafka.delivery is not Delivery.EXACTLY_ONCE:

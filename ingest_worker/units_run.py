@@ -29,7 +29,14 @@ from ingest_worker.exitcodes import EXIT_FENCED, EXIT_INTERRUPTED, EXIT_KAFKA, E
 from ingest_worker.kafka.producer import ProducerPool, producer_config
 from ingest_worker.plan.assign import assign
 from ingest_worker.plan.units import Plan, WorkUnit
-from ingest_worker.run import IngestResult, Span, run_ingestion
+from ingest_worker.run import IngestResult, Span, file_layout, run_ingestion
+from ingest_worker.schema.settle import (
+    CachingLedger,
+    MemoryLedger,
+    SchemaLedger,
+    needs_registry,
+    settle_source,
+)
 from ingest_worker.sources import CsvSource, SourceError
 
 if TYPE_CHECKING:
@@ -84,7 +91,7 @@ def run_unit(
     spec: CsvIngestionSpec, unit: WorkUnit, writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None = None,
     producers: ProducerPool | None = None, check_topics: bool = True,
-    txn_key: CheckpointKey | None = None,
+    txn_key: CheckpointKey | None = None, schemas: SchemaLedger | None = None,
 ) -> IngestResult | str:
     """Runs one unit; a string is the unit's failure before any row was read."""
     assert writer.units is not None
@@ -106,15 +113,30 @@ def run_unit(
     line = unit.line if unit.line is not None else 1
     return run_ingestion(_unit_spec(spec, unit), store, stop=stop, source=source,
                          span=Span(unit.start, unit.end, line), metrics=metrics,
-                         producers=producers, check_topics=check_topics, txn_key=txn_key)
+                         producers=producers, check_topics=check_topics, txn_key=txn_key,
+                         schemas=schemas)
+
+
+def settle_plan(spec: CsvIngestionSpec, plan: Plan, schemas: SchemaLedger) -> None:
+    """Settles the ingestion's schema on the plan's first file, before the plan is recorded:
+    the pods that wait for the plan then all find it in status."""
+    if not plan.units or not needs_registry(spec):
+        return
+    unit = plan.units[0]
+    source = CsvSource(unit.url, spec.source.compression, endpoint_url=spec.source.endpoint_url)
+    unit_spec = _unit_spec(spec, unit)
+    header, layout = file_layout(unit_spec, source)
+    settle_source(unit_spec, layout, source, header, schemas)
 
 
 def run_index(
     spec: CsvIngestionSpec, plan: Plan, index: int, indexes: int, writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None = None, txn_key: CheckpointKey | None = None,
+    schemas: SchemaLedger | None = None,
 ) -> IndexResult:
     """Runs the units of ``index`` (of ``indexes``) that are not done. ``txn_key``: the
-    ingestion's exactly-once key, from which each unit's is derived."""
+    ingestion's exactly-once key, from which each unit's is derived; ``schemas``: where the
+    ingestion's schema is recorded (settled before the plan: every unit reads it)."""
     mine = assign(plan.units, indexes)[index] if index < indexes else []
     units = writer.read()
     if units is None or units.plan != plan.digest:
@@ -124,7 +146,9 @@ def run_index(
                                              kafka.producer_properties),
                              kafka.topic, float(kafka.retry_budget_seconds))
     try:
-        return _run_batch(spec, plan, mine, writer, stop, metrics, producers, index, txn_key)
+        ledger = CachingLedger(schemas or MemoryLedger())
+        return _run_batch(spec, plan, mine, writer, stop, metrics, producers, index, txn_key,
+                          ledger)
     finally:
         producers.close()
 
@@ -132,7 +156,7 @@ def run_index(
 def _run_batch(
     spec: CsvIngestionSpec, plan: Plan, mine: list[int], writer: UnitsWriter,
     stop: threading.Event, metrics: Metrics | None, producers: ProducerPool, index: int,
-    txn_key: CheckpointKey | None,
+    txn_key: CheckpointKey | None, schemas: SchemaLedger,
 ) -> IndexResult:
     completed = failed = 0
     checked = False  # the topics, by this pod's first unit that completed
@@ -143,7 +167,7 @@ def _run_batch(
             continue
         unit = plan.units[uid]
         result = run_unit(spec, unit, writer, stop, metrics, producers, not checked,
-                          txn_key.for_unit(plan.digest, uid) if txn_key else None)
+                          txn_key.for_unit(plan.digest, uid) if txn_key else None, schemas)
         checked = checked or (isinstance(result, IngestResult) and result.completed)
         if isinstance(result, IngestResult) and result.completed:
             completed += 1

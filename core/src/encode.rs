@@ -5,41 +5,34 @@
 //! outside it (any doubt at all) is left to the exact path, Python's own csv module, which
 //! either encodes it or names what is wrong with it; its slot keeps the row's place in order.
 
+use crate::avro;
 use crate::json;
 use crate::records::{is_blank, record_end, Dialect};
+use crate::types::{convert, trim, ColType, Column, Val};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum ColType {
-    Str,
-    Int,
-    Float,
-    Bool,
-    Timestamp,
-}
-
-impl ColType {
-    pub fn parse(name: &str) -> Option<ColType> {
-        Some(match name {
-            "string" => ColType::Str,
-            "int" => ColType::Int,
-            "float" => ColType::Float,
-            "bool" => ColType::Bool,
-            "timestamp" => ColType::Timestamp,
-            _ => return None,
-        })
-    }
+pub enum Format {
+    Json,
+    Avro,
 }
 
 pub struct Layout {
     pub dialect: Dialect,
-    /// `{"name":` for the first column, `,"name":` for the others (names JSON-encoded by the
-    /// caller, with orjson, so both paths write them the same).
+    pub format: Format,
+    /// Written before every value: Confluent's framing (magic byte 0, the schema id), or nothing.
+    pub frame: Vec<u8>,
+    /// JSON: `{"name":` for the first column, `,"name":` for the others (names JSON-encoded by
+    /// the caller, with orjson).
     pub prefixes: Vec<Vec<u8>>,
-    pub types: Vec<ColType>,
+    pub columns: Vec<Column>,
+    /// The column written at each position of the value (the schema's field order).
+    pub order: Vec<usize>,
     pub key_columns: Vec<usize>,
-    /// `,"_source":"…","_line":` when metadata is on.
+    /// Avro keys: the key schema's framing; each key is then a record of the key columns.
+    pub key_frame: Option<Vec<u8>>,
+    /// JSON: `,"_source":"…","_line":`; Avro: the URL. When metadata is on.
     pub source: Option<Vec<u8>>,
-    /// `,"_id":"<prefix>-` when event ids are on.
+    /// JSON: `,"_id":"<prefix>-`; Avro: `<prefix>-`. When event ids are on.
     pub id_prefix: Option<Vec<u8>>,
 }
 
@@ -97,8 +90,6 @@ struct Field {
     /// A quoted field with doubled quotes inside: they collapse to one.
     doubled: bool,
 }
-
-const PY_STRIP: &[u8] = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f";
 
 fn is_special(b: u8, d: Dialect) -> bool {
     b == d.delimiter || b == b'\r' || b == b'\n' || Some(b) == d.quote
@@ -172,130 +163,52 @@ fn unquote_into(out: &mut Vec<u8>, raw: &[u8], q: u8) {
     }
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|b| !PY_STRIP.contains(b)).unwrap_or(v.len());
-    let e = v.iter().rposition(|b| !PY_STRIP.contains(b)).map_or(s, |p| p + 1);
-    &v[s..e]
-}
-
-fn digits(v: &[u8]) -> usize {
-    v.iter().take_while(|b| b.is_ascii_digit()).count()
-}
-
-/// `^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$`
-fn is_float(v: &[u8]) -> bool {
-    let mut i = usize::from(matches!(v.first(), Some(b'+' | b'-')));
-    let int = digits(&v[i..]);
-    i += int;
-    if v.get(i) == Some(&b'.') {
-        i += 1;
-        let frac = digits(&v[i..]);
-        if int == 0 && frac == 0 {
-            return false;
-        }
-        i += frac;
-    } else if int == 0 {
-        return false;
-    }
-    if matches!(v.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        i += usize::from(matches!(v.get(i), Some(b'+' | b'-')));
-        let e = digits(&v[i..]);
-        if e == 0 {
-            return false;
-        }
-        i += e;
-    }
-    i == v.len()
-}
-
-/// `^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$`
-fn is_timestamp(v: &[u8]) -> bool {
-    fn n(v: &[u8], i: usize, k: usize) -> bool {
-        v.len() >= i + k && v[i..i + k].iter().all(u8::is_ascii_digit)
-    }
-    if !(n(v, 0, 4) && v.get(4) == Some(&b'-') && n(v, 5, 2) && v.get(7) == Some(&b'-') && n(v, 8, 2)) {
-        return false;
-    }
-    let mut i = 10;
-    if matches!(v.get(i), Some(b'T' | b' ')) && n(v, i + 1, 2) && v.get(i + 3) == Some(&b':') && n(v, i + 4, 2) {
-        i += 6;
-        if v.get(i) == Some(&b':') && n(v, i + 1, 2) {
-            i += 3;
-            if matches!(v.get(i), Some(b'.' | b',')) {
-                let f = digits(&v[i + 1..]);
-                if (1..=9).contains(&f) {
-                    i += 1 + f;
-                }
+/// A typed value as JSON: decimals as strings of exactly `scale` digits after the point (no
+/// float rounding), dates and timestamps as the file's text (validated), trimmed.
+fn json_value(out: &mut Vec<u8>, v: Val, text: &[u8], scale: u32) {
+    match v {
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Val::Float(x) => json::float_into(out, x),
+        Val::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Val::Decimal(n) => {
+            out.push(b'"');
+            if n < 0 {
+                out.push(b'-');
             }
-        }
-    }
-    match v.get(i) {
-        None => true,
-        Some(b'Z') => i + 1 == v.len(),
-        Some(b'+' | b'-') => {
-            if !n(v, i + 1, 2) {
-                return false;
-            }
-            let mut j = i + 3;
-            if v.get(j) == Some(&b':') && n(v, j + 1, 2) {
-                j += 3;
-            } else if n(v, j, 2) {
-                j += 2;
-            }
-            j == v.len()
-        }
-        _ => false,
-    }
-}
-
-/// Appends the JSON of a typed value, or returns None when it does not convert (the exact path
-/// then names the problem).
-fn typed_into(out: &mut Vec<u8>, raw: &[u8], t: ColType) -> Option<()> {
-    if raw.iter().any(|&b| b >= 0x80) {
-        return None; // Unicode whitespace would be trimmed by Python: let it decide
-    }
-    let v = trim(raw);
-    if v.is_empty() {
-        out.extend_from_slice(b"null");
-        return Some(());
-    }
-    match t {
-        ColType::Str => unreachable!(),
-        ColType::Int => {
-            let sign = usize::from(matches!(v[0], b'+' | b'-'));
-            if v.len() == sign || digits(&v[sign..]) != v.len() - sign {
-                return None;
-            }
-            let n: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
-        ColType::Float => {
-            if !is_float(v) {
-                return None;
-            }
-            let x: f64 = std::str::from_utf8(v).ok()?.parse().ok()?;
-            json::float_into(out, x);
-        }
-        ColType::Bool => {
-            let low = v.to_ascii_lowercase();
-            match low.as_slice() {
-                b"true" | b"t" | b"yes" | b"y" | b"1" => out.extend_from_slice(b"true"),
-                b"false" | b"f" | b"no" | b"n" | b"0" => out.extend_from_slice(b"false"),
-                _ => return None,
-            }
-        }
-        ColType::Timestamp => {
-            if !is_timestamp(v) {
-                return None;
+            let digits = itoa::Buffer::new().format(n.unsigned_abs()).as_bytes().to_vec();
+            let scale = scale as usize;
+            let pad = (scale + 1).saturating_sub(digits.len());
+            let padded: Vec<u8> = std::iter::repeat_n(b'0', pad).chain(digits).collect();
+            let point = padded.len() - scale;
+            out.extend_from_slice(&padded[..point]);
+            if scale > 0 {
+                out.push(b'.');
+                out.extend_from_slice(&padded[point..]);
             }
             out.push(b'"');
-            out.extend_from_slice(v);
+        }
+        Val::Date(_) | Val::Timestamp(_) => {
+            out.push(b'"');
+            out.extend_from_slice(trim(text));
             out.push(b'"');
         }
     }
-    Some(())
 }
+
+fn avro_value(out: &mut Vec<u8>, v: Val) {
+    match v {
+        Val::Null => unreachable!("written as the union's branch"),
+        Val::Int(n) | Val::Timestamp(n) => avro::long(out, n),
+        Val::Date(d) => avro::long(out, i64::from(d)),
+        Val::Float(x) => avro::double(out, x),
+        Val::Bool(b) => out.push(u8::from(b)),
+        Val::Decimal(n) => avro::decimal(out, n),
+    }
+}
+
+/// A row that cannot be encoded: the column (by index) and why.
+pub type Refused = (usize, String);
 
 /// What `encode` made of a chunk.
 pub struct Encoded {
@@ -315,7 +228,7 @@ impl Layout {
             msgs: Vec::with_capacity(chunk.len() / 64 + 1),
         };
         let mut exact = Vec::new();
-        let mut fields = Vec::with_capacity(self.types.len() + 1);
+        let mut fields = Vec::with_capacity(self.columns.len() + 1);
         let (mut pos, mut line_no, mut rows) = (0usize, line, 0u64);
         let mut scratch = Vec::new();
         while pos < chunk.len() {
@@ -358,60 +271,161 @@ impl Layout {
         &self, body: &[u8], line: u64, offset: u64, fields: &mut Vec<Field>, data: &mut BatchData,
         scratch: &mut Vec<u8>,
     ) -> Option<()> {
-        let d = self.dialect;
         if memchr::memchr(0, body).is_some() || std::str::from_utf8(body).is_err() {
             return None;
         }
-        split(body, d, fields)?;
-        if fields.len() != self.types.len() {
+        split(body, self.dialect, fields)?;
+        if fields.len() != self.columns.len() {
             return None;
         }
+        // Any doubt (a typed value with doubled quotes or Unicode whitespace Python would trim)
+        // goes to the exact path, which names the problem if there is one.
+        self.write_row(body, fields, line, offset, data, scratch).ok()
+    }
+
+    /// One record split by Python's csv (the exact path): its value and key, or why not.
+    /// Typed fields come stripped of Python's whitespace.
+    pub fn encode_fields(&self, values: &[&str], line: u64, offset: u64) -> Result<(Vec<u8>, Vec<u8>), Refused> {
+        let mut body = Vec::with_capacity(values.iter().map(|v| v.len()).sum());
+        let mut fields = Vec::with_capacity(values.len());
+        for v in values {
+            let start = body.len();
+            body.extend_from_slice(v.as_bytes());
+            fields.push(Field { start, end: body.len(), doubled: false });
+        }
+        let mut data = BatchData::default();
+        self.write_row(&body, &fields, line, offset, &mut data, &mut Vec::new())?;
+        Ok((data.values, data.keys))
+    }
+
+    /// Appends a row's value and key to `data`; on failure, what was appended is garbage (the
+    /// caller truncates it).
+    fn write_row(
+        &self, body: &[u8], fields: &[Field], line: u64, offset: u64, data: &mut BatchData,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), Refused> {
         let out = &mut data.values;
-        for (i, f) in fields.iter().enumerate() {
-            out.extend_from_slice(&self.prefixes[i]);
+        out.extend_from_slice(&self.frame);
+        let avro = self.format == Format::Avro;
+        for (pos, &i) in self.order.iter().enumerate() {
+            let (f, col) = (fields[i], &self.columns[i]);
             let raw = &body[f.start..f.end];
-            let t = self.types[i];
-            if t == ColType::Str {
-                out.push(b'"');
-                if f.doubled {
-                    scratch.clear();
-                    unquote_into(scratch, raw, d.quote.unwrap_or(b'"'));
-                    json::escape_into(out, scratch);
-                } else if json::is_plain(raw) {
-                    out.extend_from_slice(raw);
-                } else {
-                    json::escape_into(out, raw);
-                }
-                out.push(b'"');
+            if avro {
+                self.avro_field(out, col, raw, f.doubled, scratch).map_err(|r| (i, r))?;
             } else {
-                if f.doubled {
-                    return None;
-                }
-                typed_into(out, raw, t)?;
+                out.extend_from_slice(&self.prefixes[pos]);
+                self.json_field(out, col, raw, f.doubled, scratch).map_err(|r| (i, r))?;
             }
         }
         if let Some(src) = &self.source {
-            out.extend_from_slice(src);
-            out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+            if avro {
+                avro::bytes(out, src);
+                avro::long(out, line as i64);
+            } else {
+                out.extend_from_slice(src);
+                out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+            }
         }
         if let Some(id) = &self.id_prefix {
-            out.extend_from_slice(id);
-            out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
-            out.push(b'"');
+            let mut num = itoa::Buffer::new();
+            let num = num.format(offset).as_bytes();
+            if avro {
+                avro::long(out, (id.len() + num.len()) as i64);
+                out.extend_from_slice(id);
+                out.extend_from_slice(num);
+            } else {
+                out.extend_from_slice(id);
+                out.extend_from_slice(num);
+                out.push(b'"');
+            }
         }
-        out.push(b'}');
+        if !avro {
+            out.push(b'}');
+        }
+        let keys = &mut data.keys;
+        if let Some(frame) = &self.key_frame {
+            keys.extend_from_slice(frame);
+            for &k in &self.key_columns {
+                let f = fields[k];
+                self.avro_field(keys, &self.columns[k], &body[f.start..f.end], f.doubled, scratch)
+                    .map_err(|r| (k, r))?;
+            }
+            return Ok(());
+        }
         for (n, &k) in self.key_columns.iter().enumerate() {
             if n > 0 {
-                data.keys.push(b'|');
+                keys.push(b'|');
             }
             let f = fields[k];
             if f.doubled {
-                unquote_into(&mut data.keys, &body[f.start..f.end], d.quote.unwrap_or(b'"'));
+                unquote_into(keys, &body[f.start..f.end], self.quote());
             } else {
-                data.keys.extend_from_slice(&body[f.start..f.end]);
+                keys.extend_from_slice(&body[f.start..f.end]);
             }
         }
-        Some(())
+        Ok(())
+    }
+
+    fn quote(&self) -> u8 {
+        self.dialect.quote.unwrap_or(b'"')
+    }
+
+    /// A string field's text: unquoted into `scratch` when it has doubled quotes.
+    fn text<'a>(&self, raw: &'a [u8], doubled: bool, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        if !doubled {
+            return raw;
+        }
+        scratch.clear();
+        unquote_into(scratch, raw, self.quote());
+        scratch
+    }
+
+    fn json_field(&self, out: &mut Vec<u8>, col: &Column, raw: &[u8], doubled: bool, scratch: &mut Vec<u8>) -> Result<(), String> {
+        if col.ty == ColType::Str {
+            let text = self.text(raw, doubled, scratch);
+            if col.nullable && text.is_empty() {
+                out.extend_from_slice(b"null");
+            } else {
+                out.push(b'"');
+                if json::is_plain(text) {
+                    out.extend_from_slice(text);
+                } else {
+                    json::escape_into(out, text);
+                }
+                out.push(b'"');
+            }
+            return Ok(());
+        }
+        if doubled {
+            return Err(String::from("quoted with doubled quotes"));
+        }
+        json_value(out, convert(raw, col, false)?, raw, col.scale);
+        Ok(())
+    }
+
+    /// A field in Avro: a nullable column is the union ["null", T] (branch 0 or 1 first).
+    fn avro_field(&self, out: &mut Vec<u8>, col: &Column, raw: &[u8], doubled: bool, scratch: &mut Vec<u8>) -> Result<(), String> {
+        if col.ty == ColType::Str {
+            let text = self.text(raw, doubled, scratch);
+            if col.nullable {
+                out.push(if text.is_empty() { 0 } else { 2 });
+            }
+            if !(col.nullable && text.is_empty()) {
+                avro::bytes(out, text);
+            }
+            return Ok(());
+        }
+        if doubled {
+            return Err(String::from("quoted with doubled quotes"));
+        }
+        let v = convert(raw, col, true)?;
+        if col.nullable {
+            out.push(if v == Val::Null { 0 } else { 2 });
+        }
+        if v != Val::Null {
+            avro_value(out, v);
+        }
+        Ok(())
     }
 }
 
@@ -425,9 +439,13 @@ mod tests {
             .collect();
         Layout {
             dialect: Dialect { delimiter: b',', quote: Some(b'"') },
+            format: Format::Json,
+            frame: Vec::new(),
             prefixes,
-            types: types.to_vec(),
+            columns: types.iter().map(|&t| Column::plain(t)).collect(),
+            order: (0..types.len()).collect(),
             key_columns: vec![0],
+            key_frame: None,
             source: None,
             id_prefix: Some(b",\"_id\":\"p-".to_vec()),
         }
@@ -448,9 +466,28 @@ mod tests {
     }
 
     #[test]
-    fn typed_rules() {
-        assert!(is_float(b"1.") && is_float(b".5") && is_float(b"+1e-3") && !is_float(b".") && !is_float(b"1e"));
-        assert!(is_timestamp(b"2024-01-02") && is_timestamp(b"2024-01-02T03:04:05.123Z"));
-        assert!(is_timestamp(b"2024-01-02 03:04+0100") && !is_timestamp(b"2024-01-02T03"));
+    fn avro_rows() {
+        let mut l = layout(&[ColType::Str, ColType::Int, ColType::Decimal]);
+        l.format = Format::Avro;
+        l.frame = vec![0, 0, 0, 0, 7];
+        l.columns[2].scale = 2;
+        l.id_prefix = Some(b"p-".to_vec());
+        let e = l.encode(b"ab,-1,1.5\n,,\n", 10, 1);
+        let v: Vec<_> = e.data.msgs.iter().map(|m| e.data.value(m).to_vec()).collect();
+        // "ab"; union branch 1, long -1; branch 1, bytes [0, 150] (150 is negative in one byte); "p-10"
+        assert_eq!(v[0], [&[0, 0, 0, 0, 7, 4, b'a', b'b', 2, 1, 2, 4, 0, 150][..], b"\x08p-10"].concat());
+        assert_eq!(v[1], [&[0, 0, 0, 0, 7, 0, 0, 0][..], b"\x08p-20"].concat());
+        let refused = l.encode_fields(&["x", "1", "0.001"], 1, 0).unwrap_err();
+        assert_eq!(refused, (2, String::from("more than 2 digits after the point")));
+    }
+
+    #[test]
+    fn json_decimals_keep_their_scale() {
+        let mut l = layout(&[ColType::Str, ColType::Decimal]);
+        l.columns[1].scale = 3;
+        l.id_prefix = None;
+        let (v, k) = l.encode_fields(&["a", "-0.5"], 1, 0).unwrap();
+        assert_eq!(String::from_utf8(v).unwrap(), r#"{"c0":"a","c1":"-0.500"}"#);
+        assert_eq!(k, b"a");
     }
 }

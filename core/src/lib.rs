@@ -2,16 +2,18 @@
 //!
 //! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records, the
 //! dead-letter records); this module does the per-row work with the GIL released: cutting the
-//! stream on record boundaries, encoding rows as JSON, partitioning and producing them through
+//! stream on record boundaries, encoding rows as JSON or Avro, partitioning and producing them through
 //! librdkafka's C API, and waiting for their acknowledgements. See `ingest_worker/kafka/` and
 //! `ingest_worker/csv/` for the Python side.
 
+mod avro;
 mod client;
 mod encode;
 mod json;
 mod partition;
 mod producer;
 mod records;
+mod types;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,8 @@ use pyo3::exceptions::{PyException, PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use encode::{BatchData, ColType, Exact, Layout, Msg, Slot};
+use encode::{BatchData, Exact, Format, Layout, Msg, Slot};
+use types::{ColType, Column, TimeFormat};
 use records::Dialect;
 
 create_exception!(csvkafka_core, KafkaUnavailable, PyException, "Kafka failed for the whole retry budget, or for good.");
@@ -69,40 +72,72 @@ struct Encoder {
     layout: Layout,
 }
 
+/// A column as Python describes it: (type, nullable, precision, scale, format, zone offset in
+/// seconds).
+type ColumnTuple = (String, bool, u32, u32, Option<String>, i32);
+
+fn json_string(s: &str) -> Vec<u8> {
+    let mut out = vec![b'"'];
+    json::escape_into(&mut out, s.as_bytes());
+    out.push(b'"');
+    out
+}
+
 #[pymethods]
 impl Encoder {
-    /// `names` are the column names as JSON strings (orjson's), `types` their column types,
-    /// `source` the file's URL as a JSON string when metadata is on, `id_prefix` the per-file
-    /// half of event ids when they are on.
+    /// `names` are the column names, `columns` how each converts; `source` the file's URL when
+    /// metadata is on, `id_prefix` the per-file half of event ids when they are on. `avro`
+    /// writes Avro's binary encoding instead of JSON, and `frame` goes before every value
+    /// (Confluent's magic byte and schema id).
     #[new]
-    #[pyo3(signature = (names, types, key_columns, delimiter, quote, source=None, id_prefix=None))]
+    ///
+    /// `order` lists the columns in the order the value writes them (default: the file's), and
+    /// `key_frame` makes keys Avro records of the key columns under that framing.
+    #[pyo3(signature = (names, columns, key_columns, delimiter, quote, source=None, id_prefix=None, avro=false, frame=Vec::new(), order=None, key_frame=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
-        names: Vec<Vec<u8>>, types: Vec<String>, key_columns: Vec<usize>, delimiter: u8, quote: Option<u8>,
-        source: Option<Vec<u8>>, id_prefix: Option<String>,
+        names: Vec<String>, columns: Vec<ColumnTuple>, key_columns: Vec<usize>, delimiter: u8, quote: Option<u8>,
+        source: Option<String>, id_prefix: Option<String>, avro: bool, frame: Vec<u8>, order: Option<Vec<usize>>,
+        key_frame: Option<Vec<u8>>,
     ) -> PyResult<Self> {
-        if names.len() != types.len() || names.is_empty() {
+        if names.len() != columns.len() || names.is_empty() {
             return Err(PyValueError::new_err("one type per column, and at least one column"));
         }
-        let types = types
-            .iter()
-            .map(|t| ColType::parse(t).ok_or_else(|| PyValueError::new_err(format!("unknown column type {t}"))))
-            .collect::<PyResult<Vec<_>>>()?;
+        let columns = columns.into_iter().map(column_of).collect::<PyResult<Vec<_>>>()?;
         if key_columns.iter().any(|&k| k >= names.len()) {
             return Err(PyValueError::new_err("key column out of range"));
         }
-        let prefixes = names
+        let order = order.unwrap_or_else(|| (0..names.len()).collect());
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        if seen != (0..names.len()).collect::<Vec<_>>() {
+            return Err(PyValueError::new_err("order must list every column once"));
+        }
+        let prefixes = order
             .iter()
             .enumerate()
-            .map(|(i, n)| [if i == 0 { &b"{"[..] } else { &b","[..] }, n, b":"].concat())
+            .map(|(pos, &i)| [if pos == 0 { &b"{"[..] } else { &b","[..] }, &json_string(&names[i]), b":"].concat())
             .collect();
+        let (source, id_prefix) = if avro {
+            (source.map(String::into_bytes), id_prefix.map(|p| format!("{p}-").into_bytes()))
+        } else {
+            (
+                source.map(|s| [&b",\"_source\":"[..], &json_string(&s), b",\"_line\":"].concat()),
+                id_prefix.map(|p| format!(",\"_id\":\"{p}-").into_bytes()),
+            )
+        };
         Ok(Encoder {
             layout: Layout {
                 dialect: Dialect { delimiter, quote },
+                format: if avro { Format::Avro } else { Format::Json },
+                frame,
                 prefixes,
-                types,
+                columns,
+                order,
                 key_columns,
-                source: source.map(|s| [&b",\"_source\":"[..], &s, b",\"_line\":"].concat()),
-                id_prefix: id_prefix.map(|p| format!(",\"_id\":\"{p}-").into_bytes()),
+                key_frame,
+                source,
+                id_prefix,
             },
         })
     }
@@ -112,6 +147,45 @@ impl Encoder {
         let e = py.allow_threads(|| self.layout.encode(chunk, offset, line));
         Batch { data: Some(e.data), exact: e.exact, rows_read: e.rows_read }
     }
+
+    /// One record's fields as Python's csv split them: (value, key, None), or (None, None,
+    /// (column index, reason)) when a field does not convert.
+    #[allow(clippy::type_complexity)]
+    fn encode_fields<'py>(
+        &self, py: Python<'py>, fields: Vec<String>, line: u64, offset: u64,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>, Option<(usize, String)>)> {
+        if fields.len() != self.layout.columns.len() {
+            return Err(PyValueError::new_err("one field per column"));
+        }
+        let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        Ok(match self.layout.encode_fields(&refs, line, offset) {
+            Ok((value, key)) => {
+                let key = (!self.layout.key_columns.is_empty()).then(|| PyBytes::new(py, &key));
+                (Some(PyBytes::new(py, &value)), key, None)
+            }
+            Err(refused) => (None, None, Some(refused)),
+        })
+    }
+}
+
+fn column_of((t, nullable, precision, scale, format, offset_s): ColumnTuple) -> PyResult<Column> {
+    let ty = ColType::parse(&t).ok_or_else(|| PyValueError::new_err(format!("unknown column type {t}")))?;
+    let format = TimeFormat::parse(format.as_deref()).map_err(PyValueError::new_err)?;
+    if precision > 38 || scale > precision {
+        return Err(PyValueError::new_err(format!("decimal({precision}, {scale}) out of range")));
+    }
+    Ok(Column { ty, nullable, precision, scale, format, offset_s })
+}
+
+/// Why `text` does not convert to the column's type, or None when it does (type inference asks
+/// the encoder's own rules).
+#[pyfunction]
+fn check(column: ColumnTuple, text: &str, avro: bool) -> PyResult<Option<String>> {
+    let col = column_of(column)?;
+    if col.ty == ColType::Str {
+        return Ok(None);
+    }
+    Ok(types::convert(text.as_bytes(), &col, avro).err())
 }
 
 /// The messages of one chunk, in file order. Slots the exact path must decide are filled (or
@@ -404,6 +478,7 @@ fn csvkafka_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
     m.add_class::<Encoder>()?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_class::<Batch>()?;
     m.add_class::<Producer>()?;
     m.add("KafkaUnavailable", m.py().get_type::<KafkaUnavailable>())?;

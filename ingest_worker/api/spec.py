@@ -116,7 +116,56 @@ class ColumnType(StrEnum):
     INT = "int"
     FLOAT = "float"
     BOOL = "bool"
+    DECIMAL = "decimal"
+    DATE = "date"
     TIMESTAMP = "timestamp"
+
+
+TIMEZONE_PATTERN = r"^(UTC|Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+
+
+class TypedColumn(ApiModel):
+    """A column's type with its options: the object form of a columnTypes entry."""
+
+    type: ColumnType
+    """The type: string, int, float, bool, decimal, date or timestamp."""
+    nullable: bool | None = None
+    """Whether an empty field is null. Default: true for every type but string, whose empty
+    field is the empty string. An empty field in a column that is not nullable is a bad row."""
+    precision: int | None = Field(default=None, ge=1, le=38)
+    """decimal: the number of digits in all (default 38)."""
+    scale: int | None = Field(default=None, ge=0, le=38)
+    """decimal: the digits after the point (default 0). A value with more is a bad row: it is
+    never rounded."""
+    format: str | None = Field(default=None, min_length=1)
+    """date, timestamp: iso8601 (the default), epochSeconds, epochMillis, epochMicros
+    (timestamp only), or a pattern of %Y %m %d %H %M %S %f (1 to 9 fraction digits) %z (Z or
+    +HH:MM) and literal characters, such as %d/%m/%Y %H:%M."""
+    timezone: str | None = Field(default=None, pattern=TIMEZONE_PATTERN)
+    """timestamp: the zone of a value written without one, as UTC or an offset (+01:00).
+    Default UTC."""
+
+    @model_validator(mode="after")
+    def _options_of_the_type(self) -> TypedColumn:
+        t = self.type
+        if (self.precision is not None or self.scale is not None) and t is not ColumnType.DECIMAL:
+            raise ValueError(f"precision and scale are for decimal columns, not {t}")
+        if (self.scale or 0) > (self.precision or 38):
+            raise ValueError(f"scale {self.scale} exceeds precision {self.precision or 38}")
+        if self.format is not None and t not in (ColumnType.DATE, ColumnType.TIMESTAMP):
+            raise ValueError(f"format is for date and timestamp columns, not {t}")
+        if self.timezone is not None and t is not ColumnType.TIMESTAMP:
+            raise ValueError(f"timezone is for timestamp columns, not {t}")
+        return self
+
+
+class TypeInference(ApiModel):
+    """Types inferred from the first rows of the file, for the columns columnTypes leaves out."""
+
+    sample_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    """How many rows to sample. Each column gets the narrowest type every sampled value fits
+    (bool, int, float, date, timestamp, else string), nullable if a sampled field was empty. A
+    later row that does not fit is a bad row: the schema never changes mid-file."""
 
 
 class CsvFormat(ApiModel):
@@ -134,9 +183,15 @@ class CsvFormat(ApiModel):
     """Column names. Required when header is false; when header is true they override it."""
     encoding: str = "utf-8"
     """Text encoding of the file. A UTF-8 byte-order mark is skipped."""
-    column_types: dict[str, ColumnType] = Field(default_factory=dict)
-    """Type of each named column (others stay strings). A value that does not convert makes
+    column_types: dict[str, ColumnType | TypedColumn] = Field(default_factory=dict)
+    """Type of each named column (others stay strings, unless inferTypes is set): a type name
+    (string, int, float, bool, decimal, date, timestamp) or an object with the type and its
+    options (nullable, precision, scale, format, timezone). A value that does not convert makes
     its row a bad row."""
+    infer_types: TypeInference | None = None
+    """Infer the types of the columns columnTypes leaves out from the first rows of the file
+    (valueFormat avro or jsonSchema). Inferred once per ingestion, recorded with the schema in
+    status, and reused by every unit, file and resume."""
     quoted_newlines: bool = True
     """Whether quoted fields may hold line breaks. False lets a huge file be cut into shards at
     the first newline after each boundary, without reading the file for its quotes first."""
@@ -151,6 +206,46 @@ class TopicCreation(ApiModel):
     """Replicas of each partition; -1: the broker's default.replication.factor."""
     config: dict[str, str] = Field(default_factory=dict)
     """Topic configs (retention.ms, max.message.bytes, cleanup.policy, ...)."""
+
+
+class ValueFormat(StrEnum):
+    JSON = "json"
+    AVRO = "avro"
+    JSON_SCHEMA = "jsonSchema"
+
+
+class KeyFormat(StrEnum):
+    STRING = "string"
+    AVRO = "avro"
+
+
+class SubjectNameStrategy(StrEnum):
+    TOPIC = "TopicNameStrategy"
+    RECORD = "RecordNameStrategy"
+    TOPIC_RECORD = "TopicRecordNameStrategy"
+
+
+RECORD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class SchemaRegistry(ApiModel):
+    """A Confluent-compatible Schema Registry, for valueFormat avro or jsonSchema."""
+
+    url: str = Field(pattern=r"^https?://")
+    """Base URL of the registry."""
+    secret_ref: SecretRef | None = None
+    """Secret with the registry's credentials: username and password (basic auth), or token
+    (a bearer token)."""
+    subject_name_strategy: SubjectNameStrategy = SubjectNameStrategy.TOPIC
+    """The subject of the value schema: TopicNameStrategy (<topic>-value), RecordNameStrategy
+    (the record's full name) or TopicRecordNameStrategy (<topic>-<record name>)."""
+    auto_register: bool = True
+    """Register the file's schema when the subject's compatibility allows it. False: write with
+    the subject's latest version, and fail before any row is produced when the file does not
+    fit it."""
+    record_name: str | None = Field(default=None, pattern=RECORD_NAME_PATTERN, max_length=255)
+    """The full name of the record (namespace.Name). Default: csvkafka.<the topic, with
+    characters other than letters, digits and _ as _>."""
 
 
 class Delivery(StrEnum):
@@ -193,10 +288,29 @@ class Kafka(ApiModel):
     dead letters and its checkpoint record (in offsetsTopic); a crash aborts it and the next
     attempt resumes from the last commit. Consumers must read with
     isolation.level=read_committed."""
+    value_format: ValueFormat = ValueFormat.JSON
+    """The messages' values: json (a JSON object per row), avro (Avro's binary encoding) or
+    jsonSchema (the same JSON, with a JSON Schema), both of the last in Confluent's wire format
+    (a magic byte and the schema's id) with the schema in schemaRegistry."""
+    key_format: KeyFormat = KeyFormat.STRING
+    """The messages' keys: string (the key columns joined with '|') or avro (a record of the
+    key columns, under the subject <topic>-key)."""
+    schema_registry: SchemaRegistry | None = None
+    """The Schema Registry, required by valueFormat avro or jsonSchema and keyFormat avro."""
     offsets_topic: str = Field(default="csvkafka-offsets", pattern=TOPIC_PATTERN)
     """exactlyOnce: the compacted topic of the checkpoints committed with the rows, keyed by
     ingestion and work unit. Created (compacted) when missing; a topic retention could empty
     (cleanup.policy with delete) is refused."""
+
+    @model_validator(mode="after")
+    def _registry_when_typed(self) -> Kafka:
+        typed = self.value_format is not ValueFormat.JSON or self.key_format is KeyFormat.AVRO
+        if typed and self.schema_registry is None:
+            raise ValueError("valueFormat avro or jsonSchema, and keyFormat avro, need "
+                             "schemaRegistry")
+        if self.key_format is KeyFormat.AVRO and not self.key_columns:
+            raise ValueError("keyFormat avro needs keyColumns")
+        return self
 
 
 class CheckpointInterval(ApiModel):
@@ -271,6 +385,13 @@ class CsvIngestionSpec(ApiModel):
     """PerUnit: rows with the same key keep their file order within a work unit (a file, or
     a shard of one); across units there is no order. Strict: a file is never cut into shards,
     so the order holds within each file (one pod per file: no speed-up within a file)."""
+
+    @model_validator(mode="after")
+    def _inference_needs_a_schema(self) -> CsvIngestionSpec:
+        if self.format.infer_types is not None and self.kafka.value_format is ValueFormat.JSON:
+            raise ValueError("format.inferTypes needs kafka.valueFormat avro or jsonSchema: the "
+                             "inferred types are recorded as the registered schema")
+        return self
 
     @property
     def has_units(self) -> bool:

@@ -95,6 +95,42 @@ def with_attempt(history: list[AttemptRecord], record: AttemptRecord) -> list[At
     return sorted([record, *others], key=lambda r: r.attempt, reverse=True)[:HISTORY_MAX]
 
 
+class SchemaColumn(ApiModel):
+    """A column of the schema, as the worker converts its fields."""
+
+    name: str
+    """The CSV column."""
+    type: str
+    """string, int, float, bool, decimal, date or timestamp."""
+    nullable: bool | None = None
+    precision: int | None = None
+    scale: int | None = None
+    format: str | None = None
+    timezone: str | None = None
+
+
+class SchemaStatus(ApiModel):
+    """The schema the ingestion writes with: settled by its first run (declared and inferred
+    types, registered or taken from the registry), then reused by every unit, file and resume
+    until spec.restart starts over."""
+
+    value_format: str
+    """json, avro or jsonSchema."""
+    subject: str | None = None
+    """The value schema's subject in the Schema Registry."""
+    version: int | None = None
+    """Its version under the subject."""
+    id: int | None = None
+    """Its id: the one every value's 5-byte prefix carries."""
+    key_subject: str | None = None
+    key_version: int | None = None
+    key_id: int | None = None
+    columns: list[SchemaColumn] = Field(default_factory=list)
+    """The columns in the order the values write them."""
+    restart: int = 0
+    """The spec.restart it was settled for."""
+
+
 class CsvIngestionStatus(ApiModel):
     """Observed state of a CsvIngestion."""
 
@@ -146,6 +182,9 @@ class CsvIngestionStatus(ApiModel):
     observed_restart: int = Field(default=0, ge=0)
     """The spec.restart the current run was started with: raising spec.restart above it starts
     a new run from the beginning."""
+    schema_: SchemaStatus | None = Field(default=None, alias="schema")
+    """The schema the values are written with (valueFormat avro or jsonSchema, keyFormat avro):
+    the subject, version and id in the registry, and the columns' types."""
     units: UnitsStatus | None = None
     """The work units of an ingestion of many files or shards: counts by state, totals, the
     units in progress and the failed ones. Absent for a single file."""

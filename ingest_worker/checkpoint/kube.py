@@ -279,6 +279,26 @@ class KubeStatusStore:
             lambda: self._update(lambda status: self._ended(status, outcome)),
         )
 
+    # -- SchemaLedger ---------------------------------------------------------------------------
+
+    def schema(self) -> dict[str, Any] | None:
+        status = self._retrying("reading the schema", self.get).get("status") or {}
+        return status.get("schema")
+
+    def record_schema(self, record: dict[str, Any]) -> dict[str, Any]:
+        kept: list[dict[str, Any]] = []
+
+        def compute(status: dict[str, Any]) -> dict[str, Any] | None:
+            old = status.get("schema")
+            if old is not None and old.get("restart") == record.get("restart"):
+                kept[:] = [old]
+                return None
+            kept[:] = [record]
+            return status_patch(schema_=record)
+
+        self._retrying("recording the schema", lambda: self._update(compute))
+        return kept[0]
+
     # -- CheckpointStore ----------------------------------------------------------------------
 
     def load(self) -> Checkpoint | None:

@@ -59,17 +59,34 @@ class MemoryCheckpointStore:
 
 
 class FileCheckpointStore:
-    """A JSON file, replaced atomically (write to a temporary file, fsync, rename)."""
+    """A JSON file, replaced atomically (write to a temporary file, fsync, rename). It keeps the
+    settled schema beside the checkpoint, as status does."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def load(self) -> Checkpoint | None:
+    def _read(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.path.read_text())
+            data: dict[str, Any] = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
+        return data
+
+    def load(self) -> Checkpoint | None:
+        data = self._read()
+        if data is None or (data.keys() == {"schema"}):
+            return None
         return Checkpoint.from_dict(data.get("checkpoint", data))
+
+    def schema(self) -> dict[str, Any] | None:
+        return (self._read() or {}).get("schema")
+
+    def record_schema(self, record: dict[str, Any]) -> dict[str, Any]:
+        old = self.schema()
+        if old is not None and old.get("restart") == record.get("restart"):
+            return old
+        self._write({**(self._read() or {}), "schema": record})
+        return record
 
     def _write(self, payload: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,9 +102,14 @@ class FileCheckpointStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _kept(self) -> dict[str, Any]:
+        schema = self.schema()
+        return {} if schema is None else {"schema": schema}
+
     def save(self, checkpoint: Checkpoint) -> None:
-        self._write({"checkpoint": checkpoint.to_dict()})
+        self._write({"checkpoint": checkpoint.to_dict(), **self._kept()})
 
     def final(self, checkpoint: Checkpoint, outcome: Outcome) -> None:
-        self._write({"checkpoint": checkpoint.to_dict(), "outcome": asdict(outcome)})
+        self._write({"checkpoint": checkpoint.to_dict(), "outcome": asdict(outcome),
+                     **self._kept()})
 

@@ -1,7 +1,7 @@
 """The CSV dialect and the row layout, resolved once from the spec and the file's header.
 
-The conversion rules of typed columns are here, in Python; the compiled encoder
-(``core/src/encode.rs``) implements the same rules, and the equivalence tests hold them equal.
+The conversion rules of typed columns live in the compiled core (``core/src/types.rs``), used by
+both encoding paths; the column types themselves are :mod:`ingest_worker.schema.columns`.
 """
 
 from __future__ import annotations
@@ -10,76 +10,22 @@ import codecs
 import csv
 import hashlib
 import io
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from csvkafka_core import cut
 
+from ingest_worker.schema.columns import STRING, ColumnType
+
 if TYPE_CHECKING:
     from ingest_worker.api.spec import CsvFormat, CsvIngestionSpec
 
-# Column types (the values of spec.ColumnType, a StrEnum, so both compare equal).
-STRING, INT, FLOAT, BOOL, TIMESTAMP = "string", "int", "float", "bool", "timestamp"
-
 BOM = codecs.BOM_UTF8
-
-INT_RE = r"^[+-]?[0-9]+$"
-FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-TIMESTAMP_RE = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?)?"
-    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
-)
-TRUE_WORDS = ("true", "t", "yes", "y", "1")
-FALSE_WORDS = ("false", "f", "no", "n", "0")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-_INT = re.compile(INT_RE)
-_FLOAT = re.compile(FLOAT_RE)
-_TIMESTAMP = re.compile(TIMESTAMP_RE)
 
 
 class ConfigError(Exception):
     """The spec cannot describe this file (e.g. a key column it does not have)."""
-
-
-class ConversionError(ValueError):
-    pass
-
-
-def convert(value: str, ctype: str) -> str | int | float | bool | None:
-    """Converts one field; the vectorised path implements exactly the same rules.
-
-    Empty (after trimming) typed values become null. Timestamps must look like ISO 8601 and stay
-    strings (so every consumer sees the file's own precision and zone).
-    """
-    if ctype == STRING:
-        return value
-    v = value.strip()
-    if v == "":
-        return None
-    if ctype == INT:
-        if _INT.match(v):
-            n = int(v)
-            if INT64_MIN <= n <= INT64_MAX:
-                return n
-        raise ConversionError(f"not an int: {value!r}")
-    if ctype == FLOAT:
-        if _FLOAT.match(v):
-            return float(v)
-        raise ConversionError(f"not a float: {value!r}")
-    if ctype == BOOL:
-        low = v.lower()
-        if low in TRUE_WORDS:
-            return True
-        if low in FALSE_WORDS:
-            return False
-        raise ConversionError(f"not a bool: {value!r}")
-    if _TIMESTAMP.match(v):
-        return v
-    raise ConversionError(f"not an ISO 8601 timestamp: {value!r}")
 
 
 def normalize_encoding(encoding: str) -> str:
@@ -126,12 +72,25 @@ class Layout:
     quote_char: str | None = '"'
     escape_char: str | None = None
     encoding: str = "utf-8"
-    column_types: dict[str, str] = field(default_factory=dict)
+    column_types: Mapping[str, ColumnType | str] = field(default_factory=dict)
+    """Each typed column's type (a plain type name stands for its default options)."""
     key_columns: tuple[str, ...] = ()
     include_event_id: bool = True
     include_metadata: bool = False
     source_url: str = ""
     id_prefix: str = ""
+    value_format: str = "json"
+    """json, avro or jsonSchema."""
+    order: tuple[int, ...] | None = None
+    """The columns (by index) in the order the value writes them; None: the file's order."""
+    frame: bytes = b""
+    """Written before every value: the schema's id in Confluent's wire format, or nothing."""
+    key_frame: bytes | None = None
+    """Avro keys: the key schema's framing."""
+
+    def type_of(self, column: str) -> ColumnType:
+        t = self.column_types.get(column, STRING)
+        return t if isinstance(t, ColumnType) else ColumnType.of(t)
 
     @property
     def vectorised(self) -> bool:
@@ -307,7 +266,7 @@ def resolve_layout(
         quote_char=fmt.quote_char,
         escape_char=fmt.escape_char,
         encoding=encoding,
-        column_types={c: str(t.value) for c, t in fmt.column_types.items()},
+        column_types={c: ColumnType.of(t) for c, t in fmt.column_types.items()},
         key_columns=tuple(spec.kafka.key_columns),
         include_event_id=spec.kafka.include_event_id,
         include_metadata=spec.kafka.include_metadata,

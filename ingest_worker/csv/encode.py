@@ -4,9 +4,10 @@ The compiled core (``csvkafka_core.Encoder``) encodes every record that is plain
 the doubled-quote dialect, UTF-8: the bulk of any file. A record it has the slightest doubt
 about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, the wrong field count,
 a typed value that does not convert) keeps its slot in the batch and comes here, to Python's
-own csv module, which either encodes it (the same JSON, by orjson) or says exactly what is wrong
-with it. Dialects with an escape character, and encodings other than UTF-8, go the exact path
-record by record.
+own csv module, which splits it or says exactly what is wrong with it; its fields then go back
+to the same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro),
+which names the column a value does not convert for. Dialects with an escape character, and
+encodings other than UTF-8, go the exact path record by record.
 """
 
 from __future__ import annotations
@@ -17,19 +18,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from csvkafka_core import Batch, Encoder
 
 from ingest_worker.csv.chunks import Chunk
-from ingest_worker.csv.dialect import (
-    STRING,
-    ConversionError,
-    Layout,
-    convert,
-    event_id,
-    is_blank_record,
-    strip_eol,
-)
+from ingest_worker.csv.dialect import Layout, is_blank_record, strip_eol
 
 
 def _raise_field_size_limit() -> None:
@@ -92,25 +84,27 @@ class ChunkEncoder:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.dialect: dict[str, Any] = layout.python_dialect()
-        self.types = [(i, layout.column_types.get(c, STRING)) for i, c in enumerate(layout.columns)]
-        self.types = [(i, t) for i, t in self.types if t != STRING]
+        types = [layout.type_of(c) for c in layout.columns]
         self.key_idx = [layout.columns.index(c) for c in layout.key_columns]
-        self.native: Encoder | None = None
-        if layout.vectorised and layout.encoding == "utf-8" and layout.columns:
-            self.native = Encoder(
-                [orjson.dumps(c) for c in layout.columns],
-                [layout.column_types.get(c, STRING) for c in layout.columns],
-                self.key_idx,
-                layout.delimiter_byte,
-                layout.quote_byte,
-                orjson.dumps(layout.source_url) if layout.include_metadata else None,
-                layout.id_prefix if layout.include_event_id else None,
-            )
+        self.vectorised = layout.vectorised and layout.encoding == "utf-8"
+        self.encoder = Encoder(
+            list(layout.columns),
+            [t.core() for t in types],
+            self.key_idx,
+            layout.delimiter_byte,
+            layout.quote_byte,
+            layout.source_url if layout.include_metadata else None,
+            layout.id_prefix if layout.include_event_id else None,
+            avro=layout.value_format == "avro",
+            frame=layout.frame,
+            order=list(layout.order) if layout.order is not None else None,
+            key_frame=layout.key_frame,
+        ) if layout.columns else None
 
     def encode(self, chunk: Chunk) -> Encoded:
-        if self.native is None:
+        if self.encoder is None or not self.vectorised:
             return self._encode_exact(chunk)
-        batch = self.native.encode(chunk.data, chunk.start_offset, chunk.start_line)
+        batch = self.encoder.encode(chunk.data, chunk.start_offset, chunk.start_line)
         bad: list[BadRow] = []
         for slot, start, end, line, row in batch.exact():
             got = self.exact_record(chunk.data[start:end], line, chunk.start_row + row,
@@ -179,16 +173,10 @@ class ChunkEncoder:
         columns = layout.columns
         if len(fields) != len(columns):
             return bad(f"expected {len(columns)} fields, found {len(fields)}")
-        obj: dict[str, Any] = dict(zip(columns, fields, strict=True))
-        for ci, ctype in self.types:
-            try:
-                obj[columns[ci]] = convert(fields[ci], ctype)
-            except ConversionError as err:
-                return bad(f"column {columns[ci]!r}: {err}")
-        if layout.include_metadata:
-            obj["_source"] = layout.source_url
-            obj["_line"] = line
-        if layout.include_event_id:
-            obj["_id"] = event_id(layout.id_prefix, offset)
-        key = "|".join(fields[k] for k in self.key_idx).encode() if self.key_idx else None
-        return orjson.dumps(obj), key
+        assert self.encoder is not None  # a file with no columns has no rows to encode
+        value, key, refused = self.encoder.encode_fields(fields, line, offset)
+        if refused is not None:
+            ci, reason = refused
+            return bad(f"column {columns[ci]!r}: {reason}: {fields[ci]!r}")
+        assert value is not None
+        return value, key

@@ -24,6 +24,7 @@ WORKER_CONTAINER = "worker"
 WORKER_UID = 10001
 KAFKA_SECRET_DIR = "/var/run/csvkafka/kafka"
 SOURCE_SECRET_DIR = "/var/run/csvkafka/source-secret"
+REGISTRY_SECRET_DIR = "/var/run/csvkafka/schema-registry"
 WORKER_METRICS_PORT = 9100  # the RFC's ingest_csv_* metrics, scraped from the worker pod
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -227,6 +228,15 @@ def build_job(
         )
         mounts.append({"name": "kafka-secret", "mountPath": KAFKA_SECRET_DIR, "readOnly": True})
         env.append({"name": "CSVKAFKA_KAFKA_SECRET_DIR", "value": KAFKA_SECRET_DIR})
+    registry = spec.kafka.schema_registry
+    if registry is not None and registry.secret_ref is not None:
+        volumes.append(
+            {"name": "registry-secret", "secret": {"secretName": registry.secret_ref.name}}
+        )
+        mounts.append(
+            {"name": "registry-secret", "mountPath": REGISTRY_SECRET_DIR, "readOnly": True}
+        )
+        env.append({"name": "CSVKAFKA_REGISTRY_SECRET_DIR", "value": REGISTRY_SECRET_DIR})
 
     container: dict[str, Any] = {
         "name": WORKER_CONTAINER,

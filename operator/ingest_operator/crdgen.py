@@ -40,11 +40,17 @@ _KEPT = {
     "required",
     "items",
     "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _name_or_object(alts: list[dict[str, Any]], defs: dict[str, Any]) -> bool:
+    kinds = sorted(_resolve(a, defs).get("type", "") for a in alts)
+    return kinds == ["object", "string"]
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +65,11 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "anyOf" in node:
         # Optional[X] is X | null: in a CRD an absent field is the null.
         alts = [a for a in node.pop("anyOf") if a.get("type") != "null"]
+        if len(alts) == 2 and _name_or_object(alts, defs):
+            # A type name or an object with options (columnTypes): a structural schema has one
+            # type per node, so the node keeps any value and the models validate it.
+            kept = {k: v for k, v in node.items() if k == "description"}
+            return {**kept, "x-kubernetes-preserve-unknown-fields": True}
         if len(alts) != 1:
             raise ValueError(f"unsupported union in schema: {alts}")
         node = {**_resolve(alts[0], defs), **node}

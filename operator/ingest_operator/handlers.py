@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from ingest_operator import GROUP, KIND, PLURAL, PREFIX, VERSION, builders, guard, kube, metrics
 from ingest_operator.config import OperatorConfig
@@ -120,6 +121,20 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.serve(STATE.config.metrics_port)
 
 
+def _errors(e: ValidationError) -> str:
+    """The errors a person reads: of a union (a type name or an object), only the branch the
+    value was written as."""
+    out: list[str] = []
+    for err in e.errors(include_url=False):
+        given = err.get("input")
+        if (err["type"] == "enum" and isinstance(given, dict)) or (
+                err["type"] in ("model_type", "dict_type") and isinstance(given, str)):
+            continue
+        loc = ".".join(str(p) for p in err["loc"] if "[" not in str(p))
+        out.append(f"spec.{loc}: {err['msg']}")
+    return "; ".join(out)
+
+
 def _parse(body: dict[str, Any]) -> tuple[CsvIngestionSpec, CsvIngestionStatus, int]:
     spec = CsvIngestionSpec.model_validate(body.get("spec") or {})
     status = CsvIngestionStatus.model_validate(body.get("status") or {})
@@ -160,7 +175,14 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
     seen: list[tuple[Decision, CsvIngestionSpec, CsvIngestionStatus, int]] = []
 
     def compute(body: dict[str, Any]) -> dict[str, Any] | None:
-        spec, status, gen = _parse(body)
+        seen.clear()
+        try:
+            spec, status, gen = _parse(body)
+        except ValidationError as e:
+            # What the CRD's schema cannot check (a columnTypes entry is a name or an object).
+            status = CsvIngestionStatus.model_validate(body.get("status") or {})
+            gen = int(body["metadata"].get("generation") or 1)
+            return refused_patch(status, gen, f"invalid spec: {_errors(e)}", now())
         refusal = guard.check_worker(spec, STATE.config)
         decision = decide(gen, spec, status, refused=refusal is not None)
         seen[:] = [(decision, spec, status, gen)]
@@ -183,6 +205,8 @@ def reconcile_ingestion(namespace: str, name: str) -> None:
         return None
 
     body, patch = update_status(namespace, name, compute)
+    if body is not None and not seen and patch is not None:
+        _event(body, "Refused", str(patch["message"]), warning=True)
     if body is None or not seen:
         return
     ((decision, spec, status, gen),) = seen

@@ -27,9 +27,7 @@ from ingest_worker.checkpoint import (
 from ingest_worker.cli import build_parser, spec_from_args
 from ingest_worker.csv.chunks import Chunk, cut_chunks
 from ingest_worker.csv.dialect import (
-    ConversionError,
     Layout,
-    convert,
     event_id,
     event_id_prefix,
     is_blank_record,
@@ -355,17 +353,27 @@ def test_header_only_and_empty() -> None:
     ],
 )
 def test_convert(value: str, ctype: ColumnType, expected: object) -> None:
-    assert convert(value, ctype) == expected
+    layout = Layout(columns=("v", "s"), column_types={"v": ctype}, include_event_id=False)
+    got = ChunkEncoder(layout).exact_record(f"{value},x".encode(), 1, 1, 0)
+    assert not isinstance(got, BadRow), got
+    assert orjson.loads(got[0]) == {"v": expected, "s": "x"}
 
 
 @pytest.mark.parametrize(
-    ("value", "ctype"),
-    [("4x", ColumnType.INT), ("1_000", ColumnType.INT), (str(2**63), ColumnType.INT),
-     ("nan", ColumnType.FLOAT), ("maybe", ColumnType.BOOL), ("yesterday", ColumnType.TIMESTAMP)],
+    ("value", "ctype", "reason"),
+    [("4x", ColumnType.INT, "not an int"), ("1_000", ColumnType.INT, "not an int"),
+     (str(2**63), ColumnType.INT, "not an int"), ("nan", ColumnType.FLOAT, "not a float"),
+     ("maybe", ColumnType.BOOL, "not a bool"),
+     ("yesterday", ColumnType.TIMESTAMP, "not an ISO 8601 timestamp"),
+     ("2024-13-45", ColumnType.TIMESTAMP, "not an ISO 8601 timestamp"),
+     ("2024-02-30", ColumnType.DATE, "not a date (YYYY-MM-DD)"),
+     ("1.5", ColumnType.DECIMAL, "more than 0 digits after the point")],
 )
-def test_convert_rejects(value: str, ctype: ColumnType) -> None:
-    with pytest.raises(ConversionError):
-        convert(value, ctype)
+def test_convert_rejects(value: str, ctype: ColumnType, reason: str) -> None:
+    layout = Layout(columns=("v",), column_types={"v": ctype}, include_event_id=False)
+    got = ChunkEncoder(layout).exact_record(value.encode(), 1, 1, 0)
+    assert isinstance(got, BadRow)
+    assert got.reason == f"column 'v': {reason}: {value!r}"
 
 
 LAYOUT = Layout(
