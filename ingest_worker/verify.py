@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import bz2
 import csv
+import datetime
+import decimal
 import gzip
 import hashlib
 import io
@@ -88,10 +90,16 @@ class CsvFormat:
     header: bool = True
     columns: tuple[str, ...] | None = None
     encoding: str = "utf-8"
-    column_types: Mapping[str, str] = field(default_factory=dict)
-    """Column -> int, float, bool, timestamp (string is the default)."""
+    column_types: Mapping[str, str | Mapping[str, Any]] = field(default_factory=dict)
+    """Column -> int, float, bool, decimal, date, timestamp (string is the default), or the
+    spec's object form ({"type": "decimal", "scale": 2}, {"type": "timestamp", "format": ...,
+    "timezone": "+01:00"}, "nullable")."""
     include_metadata: bool = False
     """Messages carry _source and _line (the ingestion's includeMetadata)."""
+    schema_registry: str | None = None
+    """Values are in Confluent's wire format (valueFormat avro or jsonSchema): decoded with the
+    schema the registry holds for each value's id. Column types the schema knows (an inferred
+    schema) need not be given."""
 
 
 @dataclass
@@ -331,27 +339,196 @@ def records(stream: IO[bytes], fmt: CsvFormat) -> Iterator[Record]:
         yield take()
 
 
-def _convert(value: str, ctype: str) -> Any:
-    if ctype == "string":
-        return value
+_DECIMAL = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$")
+_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
+_ISO = re.compile(
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?)?"
+    r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
+)
+_EPOCH_UNITS = {"epochSeconds": 1_000_000, "epochMillis": 1_000, "epochMicros": 1}
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How the verifier reads a typed column (the README's rules, implemented again here)."""
+
+    type: str = "string"
+    nullable: bool = False
+    scale: int = 0
+    precision: int = 38
+    format: str | None = None
+    timezone: str | None = None
+
+    @classmethod
+    def of(cls, given: str | Mapping[str, Any]) -> _Rule:
+        if isinstance(given, str):
+            return cls(given, nullable=given != "string")
+        t = str(given["type"])
+        nullable = given.get("nullable")
+        fmt = given.get("format")
+        return cls(t, t != "string" if nullable is None else bool(nullable),
+                   int(given.get("scale") or 0), int(given.get("precision") or 38),
+                   None if fmt == "iso8601" else fmt, given.get("timezone"))
+
+
+def _zone(text: str | None) -> datetime.timezone:
+    if text in (None, "", "Z", "UTC"):
+        return datetime.UTC
+    assert text is not None
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) > 2 else 0)
+    return datetime.timezone(sign * datetime.timedelta(minutes=minutes))
+
+
+def _micros(v: str, rule: _Rule) -> int:
+    """A timestamp's microseconds since the epoch (UTC), or ValueError."""
+    if rule.format in _EPOCH_UNITS:
+        if not _INT.match(v):
+            raise ValueError(f"not a timestamp: {v!r}")
+        return int(v) * _EPOCH_UNITS[rule.format]
+    if rule.format is not None:
+        pattern = rule.format.replace("%z", "%z")
+        dt = datetime.datetime.strptime(v, pattern)
+    else:
+        m = _ISO.match(v)
+        if m is None:
+            raise ValueError(f"not a timestamp: {v!r}")
+        y, mo, d, h, mi, sec, frac, zone = m.groups()
+        if frac and any(c != "0" for c in frac[6:]):
+            raise ValueError(f"finer than microseconds: {v!r}")
+        dt = datetime.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0),
+                               int(sec or 0), int((frac or "0")[:6].ljust(6, "0")),
+                               tzinfo=_zone(zone) if zone else None)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_zone(rule.timezone))
+    return (dt - _EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def _convert(value: str, rule: _Rule, avro: bool) -> Any:
+    """A field as the consumer must see it: JSON's value, or Avro's in comparable form
+    (decimals as exact text, dates as ISO text, timestamps as microseconds)."""
+    if rule.type == "string":
+        return None if rule.nullable and value == "" else value
     v = value.strip()
     if v == "":
-        return None
-    if ctype == "int" and _INT.match(v) and -(2**63) <= int(v) < 2**63:
+        if rule.nullable:
+            return None
+        raise ValueError(f"empty {rule.type}")
+    t = rule.type
+    if t == "int" and _INT.match(v) and -(2**63) <= int(v) < 2**63:
         return int(v)
-    if ctype == "float" and _FLOAT.match(v):
+    if t == "float" and _FLOAT.match(v):
         return float(v)
-    if ctype == "bool" and v.lower() in _TRUE + _FALSE:
+    if t == "bool" and v.lower() in _TRUE + _FALSE:
         return v.lower() in _TRUE
-    if ctype == "timestamp" and _TIMESTAMP.match(v):
-        return v
-    raise ValueError(f"not a {ctype}: {value!r}")
+    if t == "decimal" and _DECIMAL.match(v):
+        d = decimal.Decimal(v)
+        q = d.quantize(decimal.Decimal(1).scaleb(-rule.scale))
+        digits = len(q.as_tuple().digits) if q else 0
+        if q == d and digits <= rule.precision:
+            return _decimal_text(q)
+    if t == "date":
+        if rule.format is None and (m := _DATE.match(v)):
+            day = datetime.date(int(m[1]), int(m[2]), int(m[3]))
+        elif rule.format is not None:
+            day = datetime.datetime.strptime(v, rule.format).date()
+        else:
+            raise ValueError(f"not a date: {value!r}")
+        return day.isoformat() if avro else v
+    if t == "timestamp":
+        micros = _micros(v, rule)
+        return micros if avro else v
+    raise ValueError(f"not a {t}: {value!r}")
+
+
+def _decimal_text(d: decimal.Decimal) -> str:
+    return format(abs(d) if d == 0 else d, "f")
+
+
+def _comparable(value: Any) -> Any:
+    """A decoded Avro value in the form :func:`_convert` gives."""
+    if isinstance(value, decimal.Decimal):
+        return _decimal_text(value)
+    if isinstance(value, datetime.datetime):
+        return (value - _EPOCH) // datetime.timedelta(microseconds=1)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+class _Decoder:
+    """Values to dicts: JSON, or Confluent's wire format through the registry (a schema per
+    id, fetched once)."""
+
+    def __init__(self, registry_url: str | None) -> None:
+        self.registry = None
+        self.schemas: dict[int, tuple[dict[str, Any], str]] = {}
+        self.parsed: dict[int, Any] = {}
+        if registry_url:
+            from ingest_worker.schema.registry import Registry
+
+            self.registry = Registry(registry_url)
+
+    def schema(self, schema_id: int) -> tuple[Any, str]:
+        """The schema (parsed, for Avro) and its type."""
+        if schema_id not in self.schemas:
+            assert self.registry is not None
+            schema, stype = self.registry.schema(schema_id)
+            self.schemas[schema_id] = (schema, stype)
+            if stype == "AVRO":
+                import fastavro
+
+                self.parsed[schema_id] = fastavro.parse_schema(schema)
+        schema, stype = self.schemas[schema_id]
+        return self.parsed.get(schema_id, schema), stype
+
+    @property
+    def avro(self) -> bool:
+        return any(stype == "AVRO" for _, stype in self.schemas.values())
+
+    def __call__(self, raw: bytes) -> Any:
+        if self.registry is None:
+            return orjson.loads(raw)
+        from ingest_worker.schema.registry import parse_frame
+
+        schema_id, body = parse_frame(raw)
+        schema, stype = self.schema(schema_id)
+        if stype != "AVRO":
+            return orjson.loads(body)
+        import fastavro
+
+        obj = fastavro.schemaless_reader(io.BytesIO(body), schema)
+        return {k: _comparable(v) for k, v in obj.items()}  # type: ignore[union-attr]
+
+    def writer_types(self) -> dict[str, _Rule]:
+        """The column types the writer schemas state (the last id's)."""
+        from ingest_worker.schema import avro, jsonschema
+
+        rules: dict[str, _Rule] = {}
+        for schema, stype in self.schemas.values():
+            if stype == "AVRO":
+                fields, _ = avro.columns_of(schema)
+                docs = {f["name"]: f.get("doc", f["name"]) for f in schema["fields"]}
+                named = [(docs[n], t) for n, t in fields]
+            else:
+                named, _ = jsonschema.columns_of(schema)
+            for name, t in named:
+                rules[name] = _Rule(t.type, t.nullable, t.scale, t.precision, t.format,
+                                    t.timezone)
+        return rules
 
 
 def parse_source(
-    stream: IO[bytes], fmt: CsvFormat, source_url: str
+    stream: IO[bytes], fmt: CsvFormat, source_url: str,
+    writer_rules: Mapping[str, _Rule] | None = None, avro: bool = False,
 ) -> Iterator[GoodRow | BadRow]:
-    """Good and bad rows of the file, in order (header and blank lines are neither)."""
+    """Good and bad rows of the file, in order (header and blank lines are neither).
+    ``writer_rules``: the column types the values' schema states (the format's win); ``avro``:
+    typed values as Avro carries them."""
+    rules = {**(writer_rules or {}), **{c: _Rule.of(t) for c, t in fmt.column_types.items()}}
     # Python's default field limit (128 KiB) is a safety setting, not CSV: a long field is data.
     csv.field_size_limit(2**31 - 1)
     columns: tuple[str, ...] | None = fmt.columns
@@ -386,8 +563,9 @@ def parse_source(
             continue
         values: dict[str, Any] = dict(zip(columns, rows[0], strict=True))
         try:
-            for col, ctype in fmt.column_types.items():
-                values[col] = _convert(values[col], ctype)
+            for col, rule in rules.items():
+                if col in values:
+                    values[col] = _convert(values[col], rule, avro)
         except ValueError as e:
             yield BadRow(rec.offset, rec.line, body, str(e))
             continue
@@ -460,14 +638,14 @@ class _Messages:
     unreadable_examples: list[str] = field(default_factory=list)
 
 
-def _index_messages(messages: Iterable[Message]) -> _Messages:
+def _index_messages(messages: Iterable[Message], decode: _Decoder) -> _Messages:
     index = _Messages()
     for m in messages:
         index.count += 1
         raw = m.value()
         try:
-            obj = orjson.loads(raw) if raw is not None else None
-        except orjson.JSONDecodeError:
+            obj = decode(raw) if raw is not None else None
+        except (ValueError, EOFError, StopIteration):
             obj = None
         ident = _split_id(obj.get("_id")) if isinstance(obj, dict) else None
         if ident is None or not isinstance(obj, dict):
@@ -571,6 +749,7 @@ def _check_file(
     seen: dict[int, _Seen],
     dlq: dict[int, list[_DeadLetter]] | None,
     endpoint_url: str | None,
+    decode: _Decoder,
 ) -> VerifyReport:
     """One file's report: its rows against the messages of its prefix and its dead letters."""
     report = VerifyReport(source=file.url, id_prefix=id_prefix)
@@ -582,7 +761,7 @@ def _check_file(
     try:
         # Opened in here: with many files, one gone since the listing is that file's failure.
         stream = open_source(read, endpoint_url) if isinstance(read, str) else read
-        for row in parse_source(stream, fmt, file.url):
+        for row in parse_source(stream, fmt, file.url, decode.writer_types(), decode.avro):
             if isinstance(row, BadRow):
                 report.bad_expected += 1
                 _example(report.bad_examples, f"line {row.line}: {row.reason}")
@@ -700,7 +879,8 @@ def verify_files(
     """
     prefixes = _known_prefixes(files)  # before the topic is read: a mistake fails at once
     fmt = fmt or CsvFormat()
-    index = _index_messages(messages)
+    decode = _Decoder(fmt.schema_registry)
+    index = _index_messages(messages, decode)
     _infer_prefix(prefixes, index)
     dead = None
     if dead_letters is not None:
@@ -709,7 +889,7 @@ def verify_files(
     for f, prefix in zip(files, prefixes, strict=True):
         seen = index.by_prefix.pop(prefix, {}) if prefix is not None else {}
         dlq = None if dead is None else dead.by_source.pop(f.url, {})
-        reports.append(_check_file(f, prefix, fmt, seen, dlq, endpoint_url))
+        reports.append(_check_file(f, prefix, fmt, seen, dlq, endpoint_url, decode))
     return _total(reports, index, dead, reported_bad)
 
 
@@ -932,7 +1112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-header", action="store_true")
     p.add_argument("--columns", help="comma-separated column names")
     p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--type", action="append", dest="types", default=[], metavar="COL=TYPE")
+    p.add_argument("--type", action="append", dest="types", default=[], metavar="COL=TYPE",
+                   help="a column's type: a name, or the spec's object form as JSON")
+    p.add_argument("--schema-registry", metavar="URL",
+                   help="values are Avro or JSON Schema in Confluent's wire format: decode them "
+                   "with the registry's schemas")
     p.add_argument("--metadata", action="store_true",
                    help="messages carry _source and _line (the ingestion's includeMetadata)")
     p.add_argument("--no-metadata", action="store_true", help=argparse.SUPPRESS)  # the default
@@ -948,13 +1132,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 when nothing is lost or foreign, 1 otherwise, 2 on a usage or read error."""
     args = build_parser().parse_args(argv)
-    types: dict[str, str] = {}
+    types: dict[str, str | Mapping[str, Any]] = {}
+    names = ("string", "int", "float", "bool", "decimal", "date", "timestamp")
     for kv in args.types:
         col, sep, ctype = kv.partition("=")
-        if not sep or ctype not in ("string", "int", "float", "bool", "timestamp"):
+        given: str | Mapping[str, Any] = ctype
+        if ctype.startswith("{"):
+            try:
+                given = json.loads(ctype)
+            except ValueError:
+                given = ""
+        name = given.get("type") if isinstance(given, Mapping) else given
+        if not sep or name not in names:
             print(f"csv-verify: bad --type {kv!r}", file=sys.stderr)
             return 2
-        types[col.strip()] = ctype
+        types[col.strip()] = given
     fmt = CsvFormat(
         delimiter=args.delimiter,
         quote_char=args.quote_char,
@@ -964,6 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoding=args.encoding,
         column_types=types,
         include_metadata=args.metadata and not args.no_metadata,
+        schema_registry=args.schema_registry,
     )
     if fmt.columns is None and not fmt.header:
         print("csv-verify: --columns is required with --no-header", file=sys.stderr)

@@ -85,6 +85,12 @@ def kafka_bootstrap(testenv: TestEnv) -> str:
 
 
 @pytest.fixture(scope="session")
+def schema_registry(testenv: TestEnv) -> str:
+    """The URL of the environment's Schema Registry (Confluent's REST API, in memory)."""
+    return testenv.environ["CSVKAFKA_SCHEMA_REGISTRY_URL"]
+
+
+@pytest.fixture(scope="session")
 def kafka_admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
 
