@@ -96,5 +96,5 @@ def test_a_schema_the_registry_refuses_fails_before_any_row(
     st = ingestions.wait_phase("refused", "Failed", timeout=120)
     assert f"subject {subject} (compatibility BACKWARD)" in st["message"], st["message"]
     assert "id: writer type boolean is not compatible" in st["message"], st["message"]
-    assert st["rowsPublished"] == 0
+    assert st.get("rowsPublished", 0) == 0
     assert consume_all(topic, 0, timeout=5) == []
