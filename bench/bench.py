@@ -6,11 +6,14 @@
     python bench/bench.py --rss-scaling            # the worker on 1M and 10M rows: peak RSS
     python bench/bench.py --start                  # process start -> first produce (5 runs)
     python bench/bench.py --only worker --only worker-eos --compression lz4   # exactly-once cost
+    python bench/bench.py --only worker --only worker-avro --only kcat-avro   # JSON vs Avro
 
 Contestants: ``kcat-same`` is kcat sending the worker's own messages (the same JSON bytes and
 keys, written out beforehand by the worker's encoder), the ceiling for those bytes in C;
 ``kcat-raw`` sends the raw CSV lines; ``naive`` is csv + json.dumps + produce in Python;
-``worker-eos`` is the worker with ``--exactly-once`` (one transaction per checkpoint interval).
+``worker-eos`` is the worker with ``--exactly-once`` (one transaction per checkpoint interval);
+``worker-avro`` the worker writing Avro (types inferred from 10,000 rows, the schema registered
+in the environment's Schema Registry), and ``kcat-avro`` kcat sending those same Avro messages.
 All use the same producer settings and partitioner, and the same compression in each round.
 
 Not a test: it prints figures, asserts nothing. The CSV is generated reproducibly (seeded) and
@@ -139,10 +142,25 @@ def generate_wide(rows: int, seed: int = 7) -> Path:
     return path
 
 
-def worker_messages(path: Path, key: str) -> Path:
-    """The worker's own messages for ``path``, as kcat -K reads them (key TAB value per line),
-    made by the worker's encoder: what ``kcat-same`` sends."""
-    out = path.with_suffix(f".messages-{key}.txt")
+# kcat splits its input on delimiters: Avro values are binary, so these are long and random.
+AVRO_MSG_DELIM, AVRO_KEY_DELIM = "\\x01\\xe3\\x1f\\x9a\\x7c\\x02\\xb5\\xd8", "\\x01\\x7f\\xc1\\x13"
+AVRO_INFER_ROWS = 10_000
+
+
+def _delim(text: str) -> bytes:
+    return text.encode().decode("unicode_escape").encode("latin-1")
+
+
+def registry_url() -> str:
+    return os.environ.get("CSVKAFKA_SCHEMA_REGISTRY_URL", "http://10.201.0.2:38081")
+
+
+def worker_messages(path: Path, key: str, value_format: str = "json") -> Path:
+    """The worker's own messages for ``path``, as kcat -K reads them (key TAB value per line,
+    or for Avro key and message delimiters no message holds), made by the worker's encoder (and
+    for Avro its schema, inferred and registered as the worker does): what ``kcat-same`` and
+    ``kcat-avro`` send."""
+    out = path.with_suffix(f".messages-{key}-{value_format}.txt")
     if out.exists():
         return out
     sys.path.insert(0, str(ROOT))
@@ -151,15 +169,23 @@ def worker_messages(path: Path, key: str) -> Path:
     from ingest_worker.csv.chunks import cut_chunks
     from ingest_worker.csv.dialect import read_header, resolve_layout
     from ingest_worker.csv.encode import ChunkEncoder
+    from ingest_worker.schema.settle import MemoryLedger, settle_source
     from ingest_worker.sources import CsvSource
 
-    spec = CsvIngestionSpec.model_validate({
-        "source": {"url": str(path)}, "kafka": {"bootstrapServers": "-", "topic": "t",
-                                                "keyColumns": [key]}})
+    kafka = {"bootstrapServers": "-", "topic": "bench-avro", "keyColumns": [key]}
+    fmt: dict[str, object] = {}
+    if value_format == "avro":
+        kafka |= {"valueFormat": "avro", "schemaRegistry": {"url": registry_url()}}
+        fmt = {"inferTypes": {"sampleRows": AVRO_INFER_ROWS}}
+    spec = CsvIngestionSpec.model_validate({"source": {"url": str(path)}, "kafka": kafka,
+                                            "format": fmt})
     source = CsvSource(str(path), spec.source.compression)
+    msg_delim, key_delim = ((b"\n", b"\t") if value_format == "json"
+                            else (_delim(AVRO_MSG_DELIM), _delim(AVRO_KEY_DELIM)))
     with path.open("rb") as f:
         header = read_header(f, spec.format, "utf-8")
         layout = resolve_layout(spec, header, source.url, source.version, "utf-8")
+        layout = settle_source(spec, layout, source, header, MemoryLedger()).apply(layout)
         f.seek(header.data_offset)
         start = Checkpoint(byte_offset=header.data_offset, row=0, line=header.data_line,
                            source_url=source.url, source_version=source.version)
@@ -169,9 +195,22 @@ def worker_messages(path: Path, key: str) -> Path:
             for chunk in cut_chunks(f, layout, start, max_rows=100_000, max_bytes=4 << 20):
                 e = enc.encode(chunk)
                 for k, v in zip(e.batch.message_keys(), e.batch.message_values(), strict=True):
-                    w.write((k or b"") + b"\t" + v + b"\n")
+                    if msg_delim in v or key_delim in v:
+                        raise RuntimeError("a message holds kcat's delimiter: change it")
+                    w.write((k or b"") + key_delim + v + msg_delim)
     tmp.rename(out)
     return out
+
+
+def value_bytes(path: Path, key: str, value_format: str) -> float:
+    """Mean bytes of a value of the worker's messages (no key, no delimiters)."""
+    msgs = worker_messages(path, key, value_format)
+    delim = b"\n" if value_format == "json" else _delim(AVRO_MSG_DELIM)
+    kdelim = b"\t" if value_format == "json" else _delim(AVRO_KEY_DELIM)
+    data = msgs.read_bytes()
+    n = data.count(delim)
+    return (len(data) - n * len(delim) - sum(len(m.split(kdelim, 1)[0]) + len(kdelim)
+                                             for m in data.split(delim)[:-1])) / n
 
 
 def stored_bytes(topic: str) -> int:
@@ -362,12 +401,15 @@ def bench_one(
     env = dict(os.environ)
     props = [f"{k}={v}" for k, v in {**PRODUCER, "compression.type": compression}.items()]
     tree: str | None = None
-    if kind in ("kcat-raw", "kcat-same"):
+    if kind in ("kcat-raw", "kcat-same", "kcat-avro"):
         cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-l"]
         for p in props:
             cmd += ["-X", p]
         if kind == "kcat-same":
             cmd += ["-K", "\t", str(worker_messages(path, key))]
+        elif kind == "kcat-avro":
+            cmd += ["-D", AVRO_MSG_DELIM, "-K", AVRO_KEY_DELIM,
+                    str(worker_messages(path, key, "avro"))]
         else:
             cmd.append(str(path))
     elif kind == "naive":
@@ -381,6 +423,9 @@ def bench_one(
         if kind == "worker-eos":
             # Exactly-once: the same run, one transaction per checkpoint interval.
             cmd += ["--exactly-once", "--transactional-id", f"bench-{topic}"]
+        if kind == "worker-avro":
+            cmd += ["--value-format", "avro", "--schema-registry", registry_url(),
+                    "--infer-types", str(AVRO_INFER_ROWS), "--record-name", "bench.Row"]
         for p in props:
             cmd += ["--producer-property", p]
         # "before": the same command from another copy of the package (a before/after run);
@@ -392,7 +437,7 @@ def bench_one(
         r.stored = stored_bytes(topic)
         return r
     finally:
-        if kind in ("worker", "worker-eos", "before"):
+        if kind in ("worker", "worker-eos", "worker-avro", "before"):
             ckpt.unlink(missing_ok=True)
         delete_topic(bootstrap, topic)
 
@@ -408,9 +453,9 @@ def report(results: list[Result]) -> None:
               f"{r.peak.pss_sum_kb / 1024:8.0f}M {r.peak.procs:5d} {r.cpu_s * per_m:9.2f} "
               f"{broker:>8} {r.stored / r.rows:6.0f}" + ("" if r.rc == 0 else f"  (exit {r.rc})"))
     by = {r.name: r for r in results}
-    for mine in ("worker", "worker-eos", "before"):
+    for mine in ("worker", "worker-eos", "worker-avro", "before"):
         if mine in by:
-            for other in ("kcat-same", "kcat-raw", "naive", "before", "worker"):
+            for other in ("kcat-same", "kcat-avro", "kcat-raw", "naive", "before", "worker"):
                 if other in by and other != mine:
                     print(f"{mine}/{other}: {by[mine].rows_s / by[other].rows_s:.2f}x rows/s")
     if "worker" in by and "kcat-same" in by:
@@ -455,7 +500,8 @@ def main() -> None:
     ap.add_argument("--file", choices=["bench", "wide"], default="bench",
                     help="bench: 6 columns, 63 B per line; wide: 12 columns, 105 B per line")
     ap.add_argument("--only", action="append",
-                    choices=["kcat-raw", "kcat-same", "naive", "worker", "worker-eos", "before"])
+                    choices=["kcat-raw", "kcat-same", "kcat-avro", "naive", "worker",
+                             "worker-eos", "worker-avro", "before"])
     ap.add_argument("--compression", default="lz4,none",
                     help="comma-separated rounds: none, lz4, zstd, gzip, snappy")
     ap.add_argument("--baseline", metavar="DIR",
@@ -485,13 +531,19 @@ def main() -> None:
         print(f"peak RSS sum 10M/1M: {b.peak.rss_sum_kb / a.peak.rss_sum_kb:.3f}")
         return
     path = gen(args.rows)
-    worker_messages(path, key)  # made before the clock runs
+    kinds = args.only or ["kcat-raw", "kcat-same", "naive",
+                          *(["before"] if args.baseline else []), "worker", "worker-eos",
+                          "kcat-avro", "worker-avro"]
+    # Made before the clock runs.
+    formats = ["json"] + (["avro"] if {"kcat-avro", "worker-avro"} & set(kinds) else [])
+    for value_format in formats:
+        worker_messages(path, key, value_format)
+        print(f"{value_format} value: {value_bytes(path, key, value_format):.1f} B per row "
+              "(what the broker stores before compression, key and record overhead aside)")
     print(f"file: {path} ({path.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows), "
           f"broker {args.bootstrap_servers}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print("producer settings (all):", " ".join(f"{k}={v}" for k, v in PRODUCER.items()
                                                if k != "compression.type"))
-    kinds = args.only or ["kcat-raw", "kcat-same", "naive",
-                          *(["before"] if args.baseline else []), "worker", "worker-eos"]
     print("CPU s/1M: user+sys seconds of the contestant per million rows; +broker: with the "
           f"broker's CPU meanwhile (pid {BROKER_PID}); B/row: bytes stored by the broker")
     for comp in args.compression.split(","):
