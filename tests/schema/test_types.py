@@ -175,5 +175,5 @@ def test_spec_rules_of_the_object_form() -> None:
             CsvIngestionSpec.model_validate({**base, "format": {"columnTypes": {"c": bad}}})
     with pytest.raises(ValueError, match="need schemaRegistry"):
         CsvIngestionSpec.model_validate({**base, "kafka": {**base["kafka"], "valueFormat": "avro"}})
-    with pytest.raises(ValueError, match="inferTypes needs kafka.valueFormat"):
+    with pytest.raises(ValueError, match=r"inferTypes needs kafka\.valueFormat"):
         CsvIngestionSpec.model_validate({**base, "format": {"inferTypes": {}}})
