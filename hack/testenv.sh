@@ -37,6 +37,10 @@ GCS_PORT=34443
 AZURE_PORT=30100
 PROMETHEUS_PORT=39090
 REGISTRY_PORT=38081
+REGISTRY_AUTH_PORT=38082
+# The secured registry's one user (throwaway, local): the tests give it to workers in a Secret.
+REGISTRY_USER=ingest
+REGISTRY_PASSWORD=csvkafka-Passw0rd
 # Azurite's well-known development account (public, documented by Microsoft).
 AZURE_ACCOUNT=devstoreaccount1
 AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -134,6 +138,9 @@ export CSVKAFKA_NODE_NETNS="$NODE_NETNS"
 export CSVKAFKA_NODE_IP="$NODE_IP"
 export CSVKAFKA_PROMETHEUS_URL="http://$NODE_IP:$PROMETHEUS_PORT"
 export CSVKAFKA_SCHEMA_REGISTRY_URL="http://$NODE_IP:$REGISTRY_PORT"
+export CSVKAFKA_SCHEMA_REGISTRY_AUTH_URL="http://$NODE_IP:$REGISTRY_AUTH_PORT"
+export CSVKAFKA_SCHEMA_REGISTRY_AUTH_USER="$REGISTRY_USER"
+export CSVKAFKA_SCHEMA_REGISTRY_AUTH_PASSWORD="$REGISTRY_PASSWORD"
 export CSVKAFKA_IMAGE="$(cat "$state/image" 2>/dev/null)"
 export CONTAINER_RUNTIME_ENDPOINT="unix://$state/containerd/containerd.sock"
 export PATH="$bin:$root/.venv/bin:\$PATH"
@@ -261,13 +268,23 @@ stores_start() {
 }
 
 # registry_start: the Schema Registry (hack/build-registry.sh, Confluent's REST API) in the node's
-# namespace, in memory: a fresh registry with every environment.
+# namespace, in memory: a fresh registry with every environment. A second one asks for basic
+# auth (one user, made at its start), for the tests of credentials.
 registry_start() {
   local sr
   sr="$(bash "$here/build-registry.sh" | tail -1)"
   start schema-registry "${IN_NODE[@]}" env SCHEMA_REGISTRY_HOST="$NODE_IP" \
     SCHEMA_REGISTRY_PORT="$REGISTRY_PORT" SCHEMA_REGISTRY_STORAGE_TYPE=memory "$sr"
+  cat >"$state/registry-auth.yaml" <<EOF
+server: {host: $NODE_IP, port: $REGISTRY_AUTH_PORT}
+storage: {type: memory}
+security: {auth: {enabled: true, methods: [basic]}}
+EOF
+  start schema-registry-auth "${IN_NODE[@]}" env SCHEMA_REGISTRY_BOOTSTRAP_ENABLED=true \
+    SCHEMA_REGISTRY_BOOTSTRAP_USERNAME="$REGISTRY_USER" \
+    SCHEMA_REGISTRY_BOOTSTRAP_PASSWORD="$REGISTRY_PASSWORD" "$sr" -config "$state/registry-auth.yaml"
   wait_for "schema registry" 60 port_open "$REGISTRY_PORT"
+  wait_for "schema registry (basic auth)" 60 port_open "$REGISTRY_AUTH_PORT"
 }
 
 # prometheus_start: a Prometheus server (hack/build-prometheus.sh) in the node's namespace that
@@ -411,7 +428,7 @@ down() {
   local name
   [ -d "$state" ] || { netns_down; return 0; }
   node_down
-  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd schema-registry kafka moto fake-gcs-server azurite; do
+  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd schema-registry schema-registry-auth kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
   node_down  # again: anything the control plane started while the node stopped
@@ -421,7 +438,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka schema-registry moto fake-gcs-server azurite prometheus; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka schema-registry schema-registry-auth moto fake-gcs-server azurite prometheus; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
   memory

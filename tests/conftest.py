@@ -90,6 +90,22 @@ def schema_registry(testenv: TestEnv) -> str:
     return testenv.environ["CSVKAFKA_SCHEMA_REGISTRY_URL"]
 
 
+@dataclass(frozen=True)
+class SecuredRegistry:
+    url: str
+    username: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def secured_registry(testenv: TestEnv) -> SecuredRegistry:
+    """The environment's second Schema Registry, which asks for basic auth (one user)."""
+    e = testenv.environ
+    return SecuredRegistry(e["CSVKAFKA_SCHEMA_REGISTRY_AUTH_URL"],
+                           e["CSVKAFKA_SCHEMA_REGISTRY_AUTH_USER"],
+                           e["CSVKAFKA_SCHEMA_REGISTRY_AUTH_PASSWORD"])
+
+
 @pytest.fixture(scope="session")
 def kafka_admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})

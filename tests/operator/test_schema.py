@@ -13,7 +13,7 @@ import requests
 from kubernetes import client
 
 from ingest_worker.verify import CsvFormat, SourceFile, local_version, verify_many
-from tests.conftest import TestEnv
+from tests.conftest import SecuredRegistry, TestEnv
 from tests.node import DataVolume
 from tests.operator.conftest import OperatorDeployment
 from tests.operator.test_operator import Ingestions, ingestion
@@ -98,3 +98,29 @@ def test_a_schema_the_registry_refuses_fails_before_any_row(
     assert "id: writer type boolean is not compatible" in st["message"], st["message"]
     assert st.get("rowsPublished", 0) == 0
     assert consume_all(topic, 0, timeout=5) == []
+
+
+def test_the_registrys_credentials_come_from_a_secret(
+    operator: OperatorDeployment, ingestions: Ingestions, testenv: TestEnv, namespace: str,
+    kube_api: client.ApiClient, new_topic: Callable[..., str], data: DataVolume,
+    secured_registry: SecuredRegistry,
+) -> None:
+    """schemaRegistry.secretRef: the worker pod reads username and password from the mounted
+    Secret; with a wrong password the ingestion fails, saying where to look."""
+    core = client.CoreV1Api(kube_api)
+    for name, password in (("registry-auth", secured_registry.password), ("bad-auth", "nope")):
+        core.create_namespaced_secret(namespace, {
+            "metadata": {"name": name},
+            "stringData": {"username": secured_registry.username, "password": password}})
+    path = data.path / "ids.csv"
+    path.write_text("id\n1\n2\n")
+    for name, secret in (("good", "registry-auth"), ("bad", "bad-auth")):
+        body = ingestion(name, data.source(path), new_topic(partitions=1),
+                         testenv.kafka_bootstrap)
+        body["spec"]["kafka"] |= {"valueFormat": "avro", "schemaRegistry": {
+            "url": secured_registry.url, "secretRef": {"name": secret}}}
+        ingestions.create(body)
+    st = ingestions.wait_phase("good", "Completed", timeout=120)
+    assert st["rowsPublished"] == 2 and st["schema"]["version"] == 1
+    st = ingestions.wait_phase("bad", "Failed", timeout=120)
+    assert "refused the credentials (HTTP 401): check schemaRegistry.secretRef" in st["message"]

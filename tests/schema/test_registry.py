@@ -24,7 +24,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from ingest_worker import MemoryCheckpointStore, run_ingestion
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.kafka import deadletter
+from ingest_worker.schema.settle import SECRET_DIR_ENV
 from ingest_worker.verify import CsvFormat, verify
+from tests.conftest import SecuredRegistry
 from tests.worker.test_kafka import make_spec
 
 UTC = dt.UTC
@@ -289,3 +291,28 @@ def test_avro_keys(
     keys = [AvroDeserializer(sr)(m.key(), ctx) for m in consume_all(topic, 2)]
     assert keys == [{"region": "eu", "id": 1}, {"region": "us", "id": 2}]
     assert _versions(schema_registry, f"{topic}-key") == [1]
+
+
+def test_registry_credentials_from_the_secret(
+    tmp_path: Path, kafka_bootstrap: str, secured_registry: SecuredRegistry,
+    new_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registry that asks for basic auth: the Secret's username and password let the run
+    register; a wrong password fails at start with a message a person can act on."""
+    path = tmp_path / "a.csv"
+    path.write_text("id\n1\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "username").write_text(secured_registry.username)
+    (secret / "password").write_text(secured_registry.password + "\n")  # as kubectl may store it
+    monkeypatch.setenv(SECRET_DIR_ENV, str(secret))
+    topic = new_topic(partitions=1)
+    result = run_ingestion(_spec(path, topic, kafka_bootstrap, secured_registry.url),
+                           MemoryCheckpointStore())
+    assert result.completed, result.message
+    (secret / "password").write_text("wrong")
+    result = run_ingestion(_spec(path, new_topic(partitions=1), kafka_bootstrap,
+                                 secured_registry.url), MemoryCheckpointStore())
+    assert not result.completed and result.exit_code == EXIT_CONFIG
+    assert "refused the credentials (HTTP 401): check schemaRegistry.secretRef" in result.message
+    assert "wrong" not in result.message

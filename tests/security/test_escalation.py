@@ -195,7 +195,7 @@ def test_a_secret_the_person_may_not_get_is_refused_naming_it(
     policy: None, people: People, testenv: TestEnv, namespace: str, kube_api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    for secret in ("src-creds", "kafka-creds"):
+    for secret in ("src-creds", "kafka-creds", "registry-creds"):
         core.create_namespaced_secret(namespace, client.V1Secret(
             metadata=client.V1ObjectMeta(name=secret), string_data={"k": "v"}))
     source = ingestion("src", "s3://bucket/a.csv", "t", testenv.kafka_bootstrap, suspend=True)
@@ -210,6 +210,12 @@ def test_a_secret_the_person_may_not_get_is_refused_naming_it(
     refused(people.create(AUTHOR, kafka), "spec.kafka.secretRef: ",
             f"{AUTHOR} may not get secret kafka-creds in namespace {namespace}",
             "(needs get on secrets)")
+    registry = ingestion("registry", "s3://bucket/a.csv", "t", testenv.kafka_bootstrap,
+                         suspend=True)
+    registry["spec"]["kafka"] |= {"valueFormat": "avro", "schemaRegistry": {
+        "url": "http://registry:8081", "secretRef": {"name": "registry-creds"}}}
+    refused(people.create(AUTHOR, registry), "spec.kafka.schemaRegistry.secretRef: ",
+            f"{AUTHOR} may not get secret registry-creds in namespace {namespace}")
     # The same person's ingestion without a Secret is accepted.
     accepted(people.create(AUTHOR, ingestion("plain", "s3://bucket/a.csv", "t",
                                              testenv.kafka_bootstrap, suspend=True)))
