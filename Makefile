@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds bench bench-pod-start scale-bench image
+.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds chart bench bench-pod-start scale-bench image
 
 # The compiled core (core/, Rust) is built into a cached wheel first: pip finds it there.
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,11 @@ lint: setup
 
 crds: setup
 	$(PY) -m ingest_operator.crdgen > crds/csvingestion.yaml
+
+# The Helm chart, generated from manifests/ (run after changing them, or the CRDs).
+chart: setup
+	source hack/versions.sh && bash hack/build-kube.sh >/dev/null && \
+	  $(PY) hack/chart.py "$$KUBE_CACHE/bin/kubectl"
 
 bench: testenv-up
 	$(PY) bench/bench.py

@@ -383,21 +383,21 @@ def _zone(text: str | None) -> datetime.timezone:
     return datetime.timezone(sign * datetime.timedelta(minutes=minutes))
 
 
-def _micros(v: str, rule: _Rule) -> int:
-    """A timestamp's microseconds since the epoch (UTC), or ValueError."""
+def _micros(v: str, rule: _Rule, avro: bool) -> int:
+    """A timestamp's microseconds since the epoch (UTC), or ValueError (also, for Avro, when
+    it has non-zero digits finer than microseconds)."""
     if rule.format in _EPOCH_UNITS:
         if not _INT.match(v):
             raise ValueError(f"not a timestamp: {v!r}")
         return int(v) * _EPOCH_UNITS[rule.format]
     if rule.format is not None:
-        pattern = rule.format.replace("%z", "%z")
-        dt = datetime.datetime.strptime(v, pattern)
+        dt = datetime.datetime.strptime(v, rule.format)
     else:
         m = _ISO.match(v)
         if m is None:
             raise ValueError(f"not a timestamp: {v!r}")
         y, mo, d, h, mi, sec, frac, zone = m.groups()
-        if frac and any(c != "0" for c in frac[6:]):
+        if avro and frac and any(c != "0" for c in frac[6:]):
             raise ValueError(f"finer than microseconds: {v!r}")
         dt = datetime.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0),
                                int(sec or 0), int((frac or "0")[:6].ljust(6, "0")),
@@ -439,7 +439,7 @@ def _convert(value: str, rule: _Rule, avro: bool) -> Any:
             raise ValueError(f"not a date: {value!r}")
         return day.isoformat() if avro else v
     if t == "timestamp":
-        micros = _micros(v, rule)
+        micros = _micros(v, rule, avro)
         return micros if avro else v
     raise ValueError(f"not a {t}: {value!r}")
 
