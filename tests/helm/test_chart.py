@@ -25,6 +25,8 @@ from tests.operator.conftest import OPERATOR_DEPLOY, OPERATOR_NS, wait_for
 from tests.operator.test_operator import Ingestions
 
 CHART = ROOT / "charts" / "csv-kafka"
+# helm template renders for Kubernetes 1.20 unless told (the chart asks for 1.30+): the cluster's.
+KUBE_VERSION = ("--kube-version", "1.37.2")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_lint_and_the_default_render_is_the_base(helm: Path, testenv: TestEnv) -
     out = _run(helm, "lint", CHART, "--strict", testenv=testenv)
     assert "1 chart(s) linted, 0 chart(s) failed" in out
     rendered = _objects(_run(helm, "template", "csv-kafka", CHART, "--namespace",
-                             OPERATOR_NS, "--include-crds", testenv=testenv))
+                             OPERATOR_NS, "--include-crds", *KUBE_VERSION, testenv=testenv))
     base = _base(testenv)
     assert rendered.keys() == base.keys()
     for key, obj in base.items():
@@ -76,7 +78,7 @@ def test_values_change_what_a_user_sets(helm: Path, testenv: TestEnv) -> None:
         helm, "template", "ops", CHART, "--namespace", "ops", "--set", "image.repository=reg/csv",
         "--set", "image.tag=1.2.3", "--set", "admissionPolicy.enabled=false",
         "--set", "userRoles.enabled=false", "--set", "watchNamespaces=a\\,b",
-        "--set", "resources.limits.memory=1Gi", testenv=testenv))
+        "--set", "resources.limits.memory=1Gi", *KUBE_VERSION, testenv=testenv))
     assert not [k for k in rendered if k[0].startswith("ValidatingAdmissionPolicy")]
     assert ("ClusterRole", "csvingestion-viewer") not in rendered
     deploy = rendered[("Deployment", OPERATOR_DEPLOY)]
