@@ -8,6 +8,7 @@ computed by the code under test; ``csv-verify`` then checks every row independen
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from ingest_worker import MemoryCheckpointStore, run_ingestion
+from ingest_worker.checkpoint import FileCheckpointStore
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.kafka import deadletter
 from ingest_worker.schema.settle import SECRET_DIR_ENV
@@ -316,3 +318,38 @@ def test_registry_credentials_from_the_secret(
     assert not result.completed and result.exit_code == EXIT_CONFIG
     assert "refused the credentials (HTTP 401): check schemaRegistry.secretRef" in result.message
     assert "wrong" not in result.message
+
+
+def test_a_resume_reuses_the_recorded_schema(
+    tmp_path: Path, kafka_bootstrap: str, schema_registry: str, new_topic: Callable[..., str],
+    consume_all: Callable[..., list[Message]],
+) -> None:
+    """Stopped after its first checkpoint, the ingestion resumes with the schema its first run
+    settled (recorded beside the checkpoint, as in status): not inferred again, though the rows
+    it now starts from would infer otherwise."""
+    path = tmp_path / "r.csv"
+    rows = 50_000
+    with path.open("w") as f:
+        f.write("n,v\n")
+        for i in range(rows):
+            f.write(f"{i},{i if i < 1000 else 'text'}\n")  # v: int in the first rows only
+    topic, dlq = new_topic(partitions=1), new_topic(partitions=1)
+    spec = _spec(path, topic, kafka_bootstrap, schema_registry,
+                 format={"inferTypes": {"sampleRows": 500}},
+                 kafka={"deadLetterTopic": dlq})
+    spec = spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(
+        update={"every_rows": 5_000})})
+    store = FileCheckpointStore(tmp_path / "ckpt.json")
+    stop = threading.Event()
+    first = run_ingestion(spec, store, stop=stop, reporter=lambda cp: stop.set())
+    assert not first.completed and store.load() is not None
+    recorded = store.schema()
+    assert recorded is not None and recorded["version"] == 1
+    assert [c["type"] for c in recorded["columns"]] == ["int", "int"]
+    second = run_ingestion(spec, store)
+    assert second.completed, second.message
+    assert store.schema() == recorded
+    assert _versions(schema_registry, f"{topic}-value") == [1]
+    c = second.checkpoint.counters
+    assert (c.rows_read, c.rows_failed) == (rows, rows - 1000)
+    assert len(consume_all(dlq, rows - 1000)) == rows - 1000
