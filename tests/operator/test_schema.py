@@ -124,3 +124,20 @@ def test_the_registrys_credentials_come_from_a_secret(
     assert st["rowsPublished"] == 2 and st["schema"]["version"] == 1
     st = ingestions.wait_phase("bad", "Failed", timeout=120)
     assert "refused the credentials (HTTP 401): check schemaRegistry.secretRef" in st["message"]
+
+
+def test_a_column_type_the_crd_cannot_check_is_refused_in_status(
+    operator: OperatorDeployment, ingestions: Ingestions, testenv: TestEnv,
+) -> None:
+    """A columnTypes entry is a type name or an object, which a structural schema cannot say:
+    the API server keeps it, and the operator refuses the spec in status, naming the column."""
+    body = ingestion("typo", "file:///data/x.csv", "t", testenv.kafka_bootstrap,
+                     format={"columnTypes": {"price": {"type": "decimal", "format": "%Y"},
+                                             "qty": "integer"}})
+    ingestions.create(body)
+    st = ingestions.wait_phase("typo", "Failed", timeout=60)
+    assert "invalid spec: spec.format.columnTypes.price: Value error, format is for date and " \
+           "timestamp columns, not decimal" in st["message"], st["message"]
+    assert "spec.format.columnTypes.qty: Input should be 'string', 'int'" in st["message"]
+    assert ingestions.jobs() == []
+    assert any(e.startswith("Refused: ") for e in ingestions.events("typo"))
