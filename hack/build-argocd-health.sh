@@ -12,6 +12,9 @@ key="$(cd "$src" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)"
 cache="$CACHE_ROOT/argocd-health"
 bin="$cache/argocd-health-$key"
 mkdir -p "$cache"
+# One build at a time (make test starts them in the background; a test waits for its tool).
+exec 9>"$cache/.build.lock"
+flock 9
 if [ -x "$bin" ]; then
   echo "[$(date +%H:%M:%S)] argocd-health $key: cached" >&2
 else

@@ -8,11 +8,14 @@ source "$here/versions.sh"
 
 version="$(awk '/helm.sh\/helm\/v3 / {print $NF}' "$here/helm/go.mod")"
 out="$HELM_CACHE/helm-$version"
+mkdir -p "$HELM_CACHE"
+# One build at a time (make test starts them in the background; a test waits for its tool).
+exec 9>"$HELM_CACHE/.build.lock"
+flock 9
 if [ -x "$out" ]; then
   echo "[$(date +%H:%M:%S)] helm $version: cached"
 else
   echo "[$(date +%H:%M:%S)] building helm $version..."
-  mkdir -p "$HELM_CACHE"
   (cd "$here/helm" && GOFLAGS="-buildvcs=false -mod=mod" go build -trimpath -ldflags "-s -w" \
     -o "$out.tmp" helm.sh/helm/v3/cmd/helm)
   mv "$out.tmp" "$out"

@@ -18,6 +18,9 @@ tags=remove_all_sd
 cache="$CACHE_ROOT/promtool"
 bin="$cache/promtool-$version-$tags"
 mkdir -p "$cache"
+# One build at a time (make test starts them in the background; a test waits for its tool).
+exec 9>"$cache/.build.lock"
+flock 9
 if [ -x "$bin" ]; then
   echo "[$(date +%H:%M:%S)] promtool $version: cached" >&2
 else
