@@ -287,6 +287,12 @@ def settle(
     recorded = ledger.schema()
     if recorded is not None and int(recorded.get("restart", 0)) == spec.restart:
         settled = Settled.from_wire(recorded)
+        if settled.value_format != kafka.value_format.value or (
+                settled.key is None) != (kafka.key_format is KeyFormat.STRING):
+            raise ConfigError(
+                f"the ingestion's rows are written as {settled.value_format} values"
+                f"{' with Avro keys' if settled.key else ''} (status.schema); raise spec.restart "
+                "to start over in another format")
         if sorted(c for c, _ in settled.columns) != sorted(columns):
             raise ConfigError(
                 f"the file's columns ({', '.join(columns)}) are not the ingestion's schema's "

@@ -14,14 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest_worker.api.spec import CsvIngestionSpec
+from ingest_worker.api.spec import CsvIngestionSpec, ValueFormat
 from ingest_worker.csv.dialect import ConfigError, Layout
 from ingest_worker.csv.encode import BadRow, ChunkEncoder
 from ingest_worker.schema import avro, jsonschema
 from ingest_worker.schema.columns import ColumnType
 from ingest_worker.schema.infer import infer, sample_rows
 from ingest_worker.schema.registry import Registered, parse_frame
-from ingest_worker.schema.settle import Settled, Subject, _fit, record_name, value_subject
+from ingest_worker.schema.settle import (
+    MemoryLedger,
+    Settled,
+    Subject,
+    _fit,
+    record_name,
+    settle,
+    value_subject,
+)
 from tests.worker.test_units import whole_chunk
 
 COLUMNS = ("id", "amount", "day", "at", "note")
@@ -177,3 +185,20 @@ def test_spec_rules_of_the_object_form() -> None:
         CsvIngestionSpec.model_validate({**base, "kafka": {**base["kafka"], "valueFormat": "avro"}})
     with pytest.raises(ValueError, match=r"inferTypes needs kafka\.valueFormat"):
         CsvIngestionSpec.model_validate({**base, "format": {"inferTypes": {}}})
+
+
+def test_a_recorded_schema_is_reused_and_its_format_kept() -> None:
+    """What status records is the schema: no registry call, no inference; a spec edit to
+    another format is refused until spec.restart starts over."""
+    ledger = MemoryLedger()
+    settled = Settled("avro", (("id", ColumnType("int")),), Subject("t-value", 1, 5))
+    ledger.record_schema(settled.to_wire())
+    spec = _spec()
+    got = settle(spec, ("id",), lambda: pytest.fail("sampled"), ledger, None)
+    assert got.frame == b"\0\0\0\0\5" and got.columns == settled.columns
+    edited = spec.model_copy(update={"kafka": spec.kafka.model_copy(
+        update={"value_format": ValueFormat.JSON_SCHEMA})})
+    with pytest.raises(ConfigError, match=r"written as avro values .* raise spec\.restart"):
+        settle(edited, ("id",), list, ledger, None)
+    with pytest.raises(ConfigError, match=r"file.s columns \(id, x\) are not"):
+        settle(spec, ("id", "x"), list, ledger, None)
