@@ -45,6 +45,8 @@ class Source:
     csv: Path
     url: str
     """What the ingestion reads: the file on the test's data volume, or served slowly."""
+    server: RangeFileServer | None = None
+    """The slow server, whose rate a test may lift once the faults are over."""
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def slow_csv(tmp_path: Path) -> Iterator[Source]:
     csv = write_csv(tmp_path / "slow.csv", ROWS)
     server = RangeFileServer(root=tmp_path, bytes_per_second=SLOW_BYTES_PER_SECOND).start()
     try:
-        yield Source(csv, f"{server.url}/slow.csv")
+        yield Source(csv, f"{server.url}/slow.csv", server)
     finally:
         server.stop()
 
@@ -162,6 +164,8 @@ def test_broker_down_30s_then_past_the_budget_then_retry(
         partial = _verify(slow_csv, topic, bootstrap)
         assert partial.rows_unexpected == 0 and partial.duplicates == 0, partial.summary()
         assert failed.get("message"), failed
+        assert slow_csv.server is not None
+        slow_csv.server.bytes_per_second = None  # the faults are over: the rest at full speed
         ingestions.patch_spec("ebroker", {"retry": 1})
         st = ingestions.wait_phase("ebroker", "Completed", timeout=600)
     report = _verify(slow_csv, topic, bootstrap)
