@@ -172,7 +172,7 @@ def worker_messages(path: Path, key: str, value_format: str = "json") -> Path:
     from ingest_worker.schema.settle import MemoryLedger, settle_source
     from ingest_worker.sources import CsvSource
 
-    kafka = {"bootstrapServers": "-", "topic": "bench-avro", "keyColumns": [key]}
+    kafka = {"bootstrapServers": "-", "topic": f"bench-{path.stem}", "keyColumns": [key]}
     fmt: dict[str, object] = {}
     if value_format == "avro":
         kafka |= {"valueFormat": "avro", "schemaRegistry": {"url": registry_url()}}
