@@ -131,7 +131,7 @@ def generate(kubectl: str, out: Path) -> None:
         "# Security). admissionPolicy: the no-escalation policy (Kubernetes 1.30+); userRoles:\n"
         "# the roles aggregated into view and edit.\n")
     (out / "values.yaml").write_text(HEADER + comments + _dump(values))
-    for name, text in {**templates}.items():
+    for name, text in templates.items():
         (out / "templates" / name).write_text(HEADER + text)
     for name, text in crds.items():
         (out / "crds" / name).write_text(HEADER + text)

@@ -55,6 +55,7 @@ import orjson
 
 from ingest_worker.kafka import deadletter
 from ingest_worker.plan.globs import listing_prefix, names_many
+from ingest_worker.schema.columns import ColumnType
 from ingest_worker.sources import CsvSource, SourceError, scheme_of
 from ingest_worker.sources import local as local_files
 from ingest_worker.sources.listing import list_files
@@ -350,27 +351,11 @@ _EPOCH_UNITS = {"epochSeconds": 1_000_000, "epochMillis": 1_000, "epochMicros": 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """How the verifier reads a typed column (the README's rules, implemented again here)."""
+def _rule(given: str | Mapping[str, Any]) -> ColumnType:
+    """A column's type as given to the verifier: a name, or the spec's object form."""
+    from ingest_worker.api.spec import TypedColumn
 
-    type: str = "string"
-    nullable: bool = False
-    scale: int = 0
-    precision: int = 38
-    format: str | None = None
-    timezone: str | None = None
-
-    @classmethod
-    def of(cls, given: str | Mapping[str, Any]) -> _Rule:
-        if isinstance(given, str):
-            return cls(given, nullable=given != "string")
-        t = str(given["type"])
-        nullable = given.get("nullable")
-        fmt = given.get("format")
-        return cls(t, t != "string" if nullable is None else bool(nullable),
-                   int(given.get("scale") or 0), int(given.get("precision") or 38),
-                   None if fmt == "iso8601" else fmt, given.get("timezone"))
+    return ColumnType.of(given if isinstance(given, str) else TypedColumn.model_validate(given))
 
 
 def _zone(text: str | None) -> datetime.timezone:
@@ -383,7 +368,7 @@ def _zone(text: str | None) -> datetime.timezone:
     return datetime.timezone(sign * datetime.timedelta(minutes=minutes))
 
 
-def _micros(v: str, rule: _Rule, avro: bool) -> int:
+def _micros(v: str, rule: ColumnType, avro: bool) -> int:
     """A timestamp's microseconds since the epoch (UTC), or ValueError (also, for Avro, when
     it has non-zero digits finer than microseconds)."""
     if rule.format in _EPOCH_UNITS:
@@ -407,7 +392,7 @@ def _micros(v: str, rule: _Rule, avro: bool) -> int:
     return (dt - _EPOCH) // datetime.timedelta(microseconds=1)
 
 
-def _convert(value: str, rule: _Rule, avro: bool) -> Any:
+def _convert(value: str, rule: ColumnType, avro: bool) -> Any:
     """A field as the consumer must see it: JSON's value, or Avro's in comparable form
     (decimals as exact text, dates as ISO text, timestamps as microseconds)."""
     if rule.type == "string":
@@ -503,11 +488,11 @@ class _Decoder:
         obj = fastavro.schemaless_reader(io.BytesIO(body), schema)
         return {k: _comparable(v) for k, v in obj.items()}  # type: ignore[union-attr]
 
-    def writer_types(self) -> dict[str, _Rule]:
+    def writer_types(self) -> dict[str, ColumnType]:
         """The column types the writer schemas state (the last id's)."""
         from ingest_worker.schema import avro, jsonschema
 
-        rules: dict[str, _Rule] = {}
+        rules: dict[str, ColumnType] = {}
         for schema, stype in self.schemas.values():
             if stype == "AVRO":
                 fields, _ = avro.columns_of(schema)
@@ -515,20 +500,18 @@ class _Decoder:
                 named = [(docs[n], t) for n, t in fields]
             else:
                 named, _ = jsonschema.columns_of(schema)
-            for name, t in named:
-                rules[name] = _Rule(t.type, t.nullable, t.scale, t.precision, t.format,
-                                    t.timezone)
+            rules.update(named)
         return rules
 
 
 def parse_source(
     stream: IO[bytes], fmt: CsvFormat, source_url: str,
-    writer_rules: Mapping[str, _Rule] | None = None, avro: bool = False,
+    writer_rules: Mapping[str, ColumnType] | None = None, avro: bool = False,
 ) -> Iterator[GoodRow | BadRow]:
     """Good and bad rows of the file, in order (header and blank lines are neither).
     ``writer_rules``: the column types the values' schema states (the format's win); ``avro``:
     typed values as Avro carries them."""
-    rules = {**(writer_rules or {}), **{c: _Rule.of(t) for c, t in fmt.column_types.items()}}
+    rules = {**(writer_rules or {}), **{c: _rule(t) for c, t in fmt.column_types.items()}}
     # Python's default field limit (128 KiB) is a safety setting, not CSV: a long field is data.
     csv.field_size_limit(2**31 - 1)
     columns: tuple[str, ...] | None = fmt.columns

@@ -176,15 +176,20 @@ fn json_value(out: &mut Vec<u8>, v: Val, text: &[u8], scale: u32) {
             if n < 0 {
                 out.push(b'-');
             }
-            let digits = itoa::Buffer::new().format(n.unsigned_abs()).as_bytes().to_vec();
+            let mut buf = itoa::Buffer::new();
+            let digits = buf.format(n.unsigned_abs()).as_bytes();
             let scale = scale as usize;
-            let pad = (scale + 1).saturating_sub(digits.len());
-            let padded: Vec<u8> = std::iter::repeat_n(b'0', pad).chain(digits).collect();
-            let point = padded.len() - scale;
-            out.extend_from_slice(&padded[..point]);
+            // Exactly `scale` digits after the point, and at least one before it.
+            let int_len = digits.len().saturating_sub(scale);
+            if int_len == 0 {
+                out.push(b'0');
+            } else {
+                out.extend_from_slice(&digits[..int_len]);
+            }
             if scale > 0 {
                 out.push(b'.');
-                out.extend_from_slice(&padded[point..]);
+                out.extend(std::iter::repeat_n(b'0', scale - (digits.len() - int_len)));
+                out.extend_from_slice(&digits[int_len..]);
             }
             out.push(b'"');
         }
@@ -489,5 +494,12 @@ mod tests {
         let (v, k) = l.encode_fields(&["a", "-0.5"], 1, 0).unwrap();
         assert_eq!(String::from_utf8(v).unwrap(), r#"{"c0":"a","c1":"-0.500"}"#);
         assert_eq!(k, b"a");
+        for (text, want) in [("12.5", "12.500"), ("0", "0.000"), ("-7", "-7.000"), (".001", "0.001")] {
+            let (v, _) = l.encode_fields(&["a", text], 1, 0).unwrap();
+            assert_eq!(String::from_utf8(v).unwrap(), format!(r#"{{"c0":"a","c1":"{want}"}}"#));
+        }
+        l.columns[1].scale = 0;
+        let (v, _) = l.encode_fields(&["a", "42"], 1, 0).unwrap();
+        assert_eq!(String::from_utf8(v).unwrap(), r#"{"c0":"a","c1":"42"}"#);
     }
 }

@@ -64,6 +64,8 @@ class FileCheckpointStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._schema: dict[str, Any] | None = None  # read once: saves keep it, not re-read it
+        self._schema_read = False
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -79,13 +81,17 @@ class FileCheckpointStore:
         return Checkpoint.from_dict(data.get("checkpoint", data))
 
     def schema(self) -> dict[str, Any] | None:
-        return (self._read() or {}).get("schema")
+        if not self._schema_read:
+            self._schema = (self._read() or {}).get("schema")
+            self._schema_read = True
+        return self._schema
 
     def record_schema(self, record: dict[str, Any]) -> dict[str, Any]:
         old = self.schema()
         if old is not None and old.get("restart") == record.get("restart"):
             return old
         self._write({**(self._read() or {}), "schema": record})
+        self._schema = record
         return record
 
     def _write(self, payload: dict[str, Any]) -> None:

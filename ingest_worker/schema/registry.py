@@ -83,7 +83,9 @@ class Registry:
             self.session.auth = (auth.username, auth.password or "")
 
     def _call(self, method: str, path: str, body: Any = None,
-              missing_ok: bool = False) -> Any:
+              none_on: tuple[int, ...] = ()) -> Any:
+        """The answer's JSON, None for a status in ``none_on`` (404: there is none), or
+        RegistryError; connection failures and 5xx are retried for RETRY_BUDGET_S."""
         deadline = time.monotonic() + RETRY_BUDGET_S
         delay = 0.5
         while True:
@@ -101,7 +103,7 @@ class Registry:
                     break
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-        if resp.status_code == 404 and missing_ok:
+        if resp.status_code in none_on:
             return None
         if resp.status_code in (401, 403):
             raise RegistryError(f"the schema registry at {self.url} refused the credentials "
@@ -114,14 +116,14 @@ class Registry:
     def lookup(self, subject: str, schema: dict[str, Any], schema_type: str) -> Registered | None:
         """The subject's version of exactly this schema, if registered."""
         got = self._call("POST", f"/subjects/{quote(subject, safe='')}",
-                         _body(schema, schema_type), missing_ok=True)
+                         _body(schema, schema_type), none_on=(404,))
         if got is None:
             return None
         return Registered(subject, int(got["version"]), int(got["id"]), schema, schema_type)
 
     def compatibility(self, subject: str) -> str:
         got = self._call("GET", f"/config/{quote(subject, safe='')}?defaultToGlobal=true",
-                         missing_ok=True)
+                         none_on=(404,))
         if got is None:
             got = self._call("GET", "/config")
         return str(got.get("compatibilityLevel") or got.get("compatibility") or "BACKWARD")
@@ -132,17 +134,14 @@ class Registry:
         found = self.lookup(subject, schema, schema_type)
         if found is not None:
             return found
-        path = f"/subjects/{quote(subject, safe='')}/versions"
-        resp = self.session.post(self.url + path, data=json.dumps(_body(schema, schema_type)),
-                                 timeout=TIMEOUT_S)
-        if resp.status_code == 409:
+        body = _body(schema, schema_type)
+        if self._call("POST", f"/subjects/{quote(subject, safe='')}/versions", body,
+                      none_on=(409,)) is None:
             level = self.compatibility(subject)
-            reasons = self._reasons(subject, schema, schema_type) or _message(resp)
+            reasons = self._reasons(subject, schema, schema_type) or "no reasons given"
             raise SchemaRefused(
                 f"the schema registry refused the schema for subject {subject} (compatibility "
                 f"{level}): {reasons}")
-        if resp.status_code >= 300:
-            self._call("POST", path, _body(schema, schema_type))  # raises with the message
         found = self.lookup(subject, schema, schema_type)
         if found is None:
             raise RegistryError(f"the schema registry registered a schema under {subject} but "
@@ -151,13 +150,13 @@ class Registry:
 
     def _reasons(self, subject: str, schema: dict[str, Any], schema_type: str) -> str:
         got = self._call("POST", f"/compatibility/subjects/{quote(subject, safe='')}/versions/"
-                         "latest?verbose=true", _body(schema, schema_type), missing_ok=True)
+                         "latest?verbose=true", _body(schema, schema_type), none_on=(404,))
         messages = (got or {}).get("messages") or []
         return "; ".join(str(m) for m in messages)
 
     def latest(self, subject: str) -> Registered | None:
         got = self._call("GET", f"/subjects/{quote(subject, safe='')}/versions/latest",
-                         missing_ok=True)
+                         none_on=(404,))
         if got is None:
             return None
         stype = got.get("schemaType") or "AVRO"

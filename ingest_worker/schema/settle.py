@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -113,7 +114,6 @@ class Settled:
     value: Subject | None = None
     key: Subject | None = None
     restart: int = 0
-    metadata: tuple[str, ...] = field(default=())
 
     @property
     def frame(self) -> bytes:
@@ -271,7 +271,7 @@ def _fit(
 def settle(
     spec: CsvIngestionSpec,
     columns: tuple[str, ...],
-    sample: Any,
+    sample: Callable[[], list[list[str]]],
     ledger: SchemaLedger,
     registry: Registry | None,
 ) -> Settled:
@@ -282,8 +282,7 @@ def settle(
     metadata = metadata_fields(spec)
     if not needs_registry(spec):
         return Settled(str(kafka.value_format.value),
-                       tuple((c, declared.get(c, ColumnType(STRING))) for c in columns),
-                       metadata=metadata)
+                       tuple((c, declared.get(c, ColumnType(STRING))) for c in columns))
     recorded = ledger.schema()
     if recorded is not None and int(recorded.get("restart", 0)) == spec.restart:
         settled = Settled.from_wire(recorded)
@@ -297,8 +296,7 @@ def settle(
             raise ConfigError(
                 f"the file's columns ({', '.join(columns)}) are not the ingestion's schema's "
                 f"({', '.join(c for c, _ in settled.columns)}), settled on its first file")
-        return Settled(settled.value_format, settled.columns, settled.value, settled.key,
-                       settled.restart, metadata)
+        return settled
     assert registry is not None
     avro_values = kafka.value_format is ValueFormat.AVRO
     types = dict(declared)
@@ -352,7 +350,7 @@ def settle(
                 raise ConfigError(f"the key columns do not fit the latest schema of "
                                   f"{key_subject} (schemaRegistry.autoRegister is false)")
             key = Subject.of(latest)
-    settled = Settled(str(kafka.value_format.value), ordered, value, key, spec.restart, metadata)
+    settled = Settled(str(kafka.value_format.value), ordered, value, key, spec.restart)
     kept = ledger.record_schema(settled.to_wire())
     if kept != settled.to_wire():
         return settle(spec, columns, sample, ledger, registry)  # another pod settled first
