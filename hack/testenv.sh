@@ -32,6 +32,19 @@ KCM_PORT=30257
 SCHEDULER_PORT=30259
 KAFKA_PORT=39092
 KAFKA_CONTROLLER_PORT=39093
+KAFKA_SASL_PORT=39094    # SASL/SCRAM-SHA-512 over TLS
+KAFKA_MTLS_PORT=39095    # mutual TLS
+# The network fault scenarios' path: a listener advertised at Toxiproxy's address (clients
+# reconnect to what the broker advertises, so the proxy is never bypassed), and the S3 store
+# behind the same proxy.
+KAFKA_PROXIED_PORT=39096
+KAFKA_PROXY_PORT=39196
+S3_PROXY_PORT=35100
+TOXIPROXY_PORT=38474
+# The secured listeners' one SCRAM user (throwaway, local); the mTLS principal is the client
+# certificate's CN (hack/kafka_pki.py).
+KAFKA_USER=ingest
+KAFKA_PASSWORD=csvkafka-Kafka-Passw0rd
 S3_PORT=35000
 GCS_PORT=34443
 AZURE_PORT=30100
@@ -129,6 +142,14 @@ write_env() {
   cat >"$state/env.tmp.$$" <<EOF
 export KUBECONFIG="$state/kubeconfig"
 export KAFKA_BOOTSTRAP_SERVERS="$NODE_IP:$KAFKA_PORT"
+export CSVKAFKA_KAFKA_SASL_BOOTSTRAP="$NODE_IP:$KAFKA_SASL_PORT"
+export CSVKAFKA_KAFKA_MTLS_BOOTSTRAP="$NODE_IP:$KAFKA_MTLS_PORT"
+export CSVKAFKA_KAFKA_USER="$KAFKA_USER"
+export CSVKAFKA_KAFKA_PASSWORD="$KAFKA_PASSWORD"
+export CSVKAFKA_KAFKA_PKI="$state/kafka/pki"
+export CSVKAFKA_TOXIPROXY_URL="http://$NODE_IP:$TOXIPROXY_PORT"
+export CSVKAFKA_KAFKA_PROXIED_BOOTSTRAP="$NODE_IP:$KAFKA_PROXY_PORT"
+export CSVKAFKA_S3_PROXIED_ENDPOINT="http://$NODE_IP:$S3_PROXY_PORT"
 export CSVKAFKA_TESTENV="$state"
 export CSVKAFKA_KAFKA_LIBS="$KAFKA_CACHE/libs"
 export CSVKAFKA_S3_ENDPOINT="http://$NODE_IP:$S3_PORT"
@@ -206,21 +227,37 @@ start_scheduler() {
 # kafka_start: writes the broker's configuration (at every start, so a change here applies at
 # the next kafka-start), formats the data directory the first time, and starts the broker.
 kafka_start() {
-  local cfg="$state/kafka/server.properties"
+  local cfg="$state/kafka/server.properties" pki="$state/kafka/pki"
   if running kafka; then return 0; fi
   mkdir -p "$state/kafka/data"
+  "$python" "$here/kafka_pki.py" "$pki" "$NODE_IP"
   # Kafka's defaults otherwise (message.max.bytes 1 MB, ...), as a user's cluster runs, except
   # auto.create.topics.enable, true by default: production clusters turn it off, so here too a
   # missing topic fails the ingestion (unless spec.kafka.createTopics asks to create it).
+  # Besides PLAINTEXT, the two secured listeners a production cluster has: SASL/SCRAM over TLS
+  # and mutual TLS, with ACLs (StandardAuthorizer). The anonymous principal of PLAINTEXT and
+  # the controller is a super user, and a topic without ACLs is open to all, so the tests that
+  # do not ask for security see none; a test that puts ACLs on its topic gets them enforced.
   cat >"$cfg" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT
+listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT,SASL_SSL://$NODE_IP:$KAFKA_SASL_PORT,SSL://$NODE_IP:$KAFKA_MTLS_PORT,PROXIED://$NODE_IP:$KAFKA_PROXIED_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$NODE_IP:$KAFKA_PORT,SASL_SSL://$NODE_IP:$KAFKA_SASL_PORT,SSL://$NODE_IP:$KAFKA_MTLS_PORT,PROXIED://$NODE_IP:$KAFKA_PROXY_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,PROXIED:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$pki/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$pki/ca.crt
+listener.name.ssl.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=true
 log.dirs=$state/kafka/data
 num.partitions=6
 default.replication.factor=1
@@ -238,7 +275,8 @@ EOF
   if [ ! -f "$state/kafka/data/meta.properties" ]; then
     local id
     id="$(java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
-    java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$cfg" >"$state/logs/kafka-format.log" 2>&1
+    java -cp "$KAFKA_CACHE/libs/*" kafka.tools.StorageTool format -t "$id" -c "$cfg" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]" >"$state/logs/kafka-format.log" 2>&1
   fi
   cat >"$state/kafka/log4j2.yaml" <<EOF
 Configuration:
@@ -252,6 +290,21 @@ EOF
     -Dlog4j2.configurationFile="$state/kafka/log4j2.yaml" \
     -cp "$KAFKA_CACHE/libs/*" kafka.Kafka "$cfg"
   wait_for "kafka" 90 port_open "$KAFKA_PORT"
+}
+
+# toxiproxy_start: Toxiproxy (hack/build-toxiproxy.sh) in the node's namespace, with two proxies
+# the fault scenarios put toxics on: "kafka" to the broker's PROXIED listener, "s3" to moto.
+toxiproxy_start() {
+  local tp cfg="$state/toxiproxy.json"
+  tp="$(bash "$here/build-toxiproxy.sh" | tail -1)"
+  cat >"$cfg" <<EOF
+[
+  {"name": "kafka", "listen": "$NODE_IP:$KAFKA_PROXY_PORT", "upstream": "$NODE_IP:$KAFKA_PROXIED_PORT", "enabled": true},
+  {"name": "s3", "listen": "$NODE_IP:$S3_PROXY_PORT", "upstream": "$NODE_IP:$S3_PORT", "enabled": true}
+]
+EOF
+  start toxiproxy "${IN_NODE[@]}" "$tp" -host "$NODE_IP" -port "$TOXIPROXY_PORT" -config "$cfg"
+  wait_for "toxiproxy" 30 port_open "$TOXIPROXY_PORT"
 }
 
 stores_start() {
@@ -394,6 +447,8 @@ up() {
     kafka_start
     log "starting the schema registry on $NODE_IP:$REGISTRY_PORT"
     registry_start
+    log "starting toxiproxy on $NODE_IP:$TOXIPROXY_PORT (kafka :$KAFKA_PROXY_PORT, s3 :$S3_PROXY_PORT)"
+    toxiproxy_start
   esac
   case "$what" in all|stores)
     bash "$here/build-stores.sh"
@@ -428,7 +483,7 @@ down() {
   local name
   [ -d "$state" ] || { netns_down; return 0; }
   node_down
-  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd schema-registry schema-registry-auth kafka moto fake-gcs-server azurite; do
+  for name in prometheus kube-scheduler kube-controller-manager kube-apiserver etcd schema-registry schema-registry-auth toxiproxy kafka moto fake-gcs-server azurite; do
     stop "$name"
   done
   node_down  # again: anything the control plane started while the node stopped
@@ -438,7 +493,7 @@ down() {
 
 status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka schema-registry schema-registry-auth moto fake-gcs-server azurite prometheus; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kafka schema-registry schema-registry-auth toxiproxy moto fake-gcs-server azurite prometheus; do
     if running "$name"; then echo "$name: running (pid $(cat "$(pidfile "$name")"))"; else echo "$name: stopped"; fi
   done
   memory

@@ -89,6 +89,17 @@ fn record_error(err: i32) -> bool {
     matches!(err, ERR_MSG_SIZE_TOO_LARGE | 2 | 18 | 32 | 44 | 87)
 }
 
+const ERR_TOPIC_AUTHORIZATION_FAILED: i32 = 29;
+
+/// Why delivery to `topic` can never succeed, said so that a person knows what to change: a
+/// permission is granted, not retried.
+fn permanent(topic: &str, err: i32) -> String {
+    if err == ERR_TOPIC_AUTHORIZATION_FAILED {
+        return format!("not authorized to write to {topic} ({}): the principal needs Write on it", err_name(err));
+    }
+    format!("delivery to {topic} failed permanently: {}", err_name(err))
+}
+
 fn opaque(batch: u32, index: usize) -> usize {
     ((batch as usize) << 32) | index
 }
@@ -593,9 +604,9 @@ impl Producer {
                 let topic = if b == DEAD {
                     format!("the dead-letter topic {}", self.dead.get(&i).map_or("", |d| d.letter.topic.as_str()))
                 } else {
-                    self.topic.clone()
+                    format!("topic {}", self.topic)
                 };
-                return Err(Stop::Unavailable(format!("delivery to {topic} failed permanently: {}", err_name(f.err))));
+                return Err(Stop::Unavailable(permanent(&topic, f.err)));
             }
         }
         if !alone.is_empty() {

@@ -21,6 +21,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from ingest_worker.api.spec import Kafka, TopicCreation
 from ingest_worker.kafka import TopicError
+from ingest_worker.kafka.tls import check_client_certificate
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # warns about them.
 _ADMIN_PREFIXES = ("security.", "sasl.", "ssl.")
 _ADMIN_KEYS = frozenset({"bootstrap.servers", "client.id", "enable.ssl.certificate.verification"})
+# A login that cannot succeed: retrying only repeats it (a wrong password, a certificate the
+# other side does not trust).
+_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
 _AUTHZ = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
 # Answers about a topic that exists but is not ready to take writes yet (just created, or its
 # leader moving): the producer waits for those itself.
@@ -59,7 +63,9 @@ def ensure_topics(
     topics = [kafka.topic]
     if kafka.dead_letter_topic and kafka.dead_letter_topic != kafka.topic:
         topics.append(kafka.dead_letter_topic)
-    admin = Admin(dict(config) if config is not None else admin_config(kafka), timeout_s)
+    conf = dict(config) if config is not None else admin_config(kafka)
+    check_client_certificate(conf)
+    admin = Admin(conf, timeout_s)
     missing = [t for t in topics if not admin.exists(t)]
     if not missing:
         return
@@ -118,8 +124,8 @@ class Admin:
         )
 
     def _list(self, topic: str) -> Any:
-        """The brokers' metadata for ``topic``, retried until the deadline; a refused login
-        ends it at once (a retry would not fix it)."""
+        """The brokers' metadata for ``topic``, retried until the deadline; a refused login or
+        TLS handshake ends it at once (a retry would not fix it)."""
         while True:
             try:
                 return self.client.list_topics(topic=topic, timeout=min(5.0, self._remaining()))
@@ -127,7 +133,7 @@ class Admin:
                 err: KafkaError = e.args[0]
                 self.client.poll(0)
                 why = self.last_error or err
-                if why.code() == KafkaError._AUTHENTICATION or err.code() in _AUTHZ:
+                if why.code() in _REFUSED or err.code() in _AUTHZ:
                     raise TopicError(
                         f"Kafka at {self.servers} refused the worker: {why.str()}"
                     ) from e
