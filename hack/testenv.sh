@@ -178,7 +178,25 @@ start_etcd() {
     --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
 }
 
+# The audit policy: every request of the operator's and the workers' service accounts, at
+# Metadata level (who, what, when, the answer's code; no bodies), so the tests can tell which
+# operator replica wrote (user.extra holds the pod's name) and count requests and 429s.
+audit_policy() {
+  cat >"$state/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None  # the controllers (kube-controller-manager runs each as its own account)
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF
+}
+
 apiserver_start() {
+  audit_policy
   # Node and RBAC authorization, a service-account issuer, the PodSecurity admission (on by
   # default) so the restricted level can be enforced per namespace, and the kubelet reached at
   # the node's address for logs and exec. The default endpoint reconciler points the
@@ -199,6 +217,8 @@ apiserver_start() {
     --service-cluster-ip-range "$SVC_CIDR" \
     --allow-privileged=true \
     --storage-backend etcd3 \
+    --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \
+    --audit-log-format json --audit-log-maxsize 200 --audit-log-maxbackup 2 \
     --profiling=false
   wait_for "kube-apiserver" 90 "$bin/kubectl" --kubeconfig "$state/kubeconfig" get --raw /readyz
 }

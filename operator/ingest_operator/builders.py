@@ -26,10 +26,18 @@ KAFKA_SECRET_DIR = "/var/run/csvkafka/kafka"
 SOURCE_SECRET_DIR = "/var/run/csvkafka/source-secret"
 REGISTRY_SECRET_DIR = "/var/run/csvkafka/schema-registry"
 WORKER_METRICS_PORT = 9100  # the RFC's ingest_csv_* metrics, scraped from the worker pod
+# Ephemeral storage: the worker writes only its /tmp emptyDir (a checkpoint file at most) and its
+# container log, whose bad rows are a sample plus counts (ingest_worker/badrows.py), and which
+# the kubelet rotates at 10 MiB, 5 files kept. 64Mi requested; a limit of 1Gi leaves room for a
+# log that grows past its rotation between two of the kubelet's checks (every 10 s), and evicts
+# a pod that fills the node's disk before it hurts the other pods.
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "250m", "memory": "256Mi"},
-    "limits": {"memory": "1Gi"},
+    "requests": {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
+    "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi"},
 }
+TMP_SIZE_LIMIT = "256Mi"
+"""The /tmp emptyDir's bound, whatever spec.worker.resources says: nothing the worker writes
+there comes near it (the errors log and file checkpoints are the command line's)."""
 
 # Job names become the `job-name` label of their pods: at most 63 characters.
 _MAX_JOB_NAME = 63
@@ -216,7 +224,7 @@ def build_job(
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "TMPDIR", "value": "/tmp"},
     ]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     env_from, source_volumes, source_mounts = source_access(spec)
     volumes += source_volumes

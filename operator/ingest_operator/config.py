@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ENV_PREFIX = "CSVKAFKA_"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -48,6 +55,22 @@ class OperatorConfig(BaseModel):
     """CSVKAFKA_HEALTH_PORT: port of the liveness/readiness endpoint (/healthz); 0 disables it."""
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """CSVKAFKA_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    leader_election: bool = True
+    """CSVKAFKA_LEADER_ELECTION: run the handlers only while holding the Lease below, so
+    replicas stand by (needs POD_NAME and POD_NAMESPACE); ``false`` runs them at once, for one
+    process outside a cluster."""
+    lease_name: str = Field(default="csvkafka-operator", min_length=1, max_length=253)
+    """CSVKAFKA_LEASE_NAME: the coordination.k8s.io Lease, in the operator's own namespace (the
+    Role in manifests/rbac.yaml grants get and update on this name only)."""
+    lease_duration_seconds: int = Field(default=15, ge=2, le=3600)
+    """CSVKAFKA_LEASE_DURATION_SECONDS: how long a standby waits, after it last saw the Lease
+    change, before it takes the Lease over."""
+    renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    """CSVKAFKA_RENEW_DEADLINE_SECONDS: the leader stops and exits when it has not renewed the
+    Lease for this long; less than the lease duration, so it is gone before a standby takes
+    over."""
+    retry_period_seconds: float = Field(default=2.0, gt=0)
+    """CSVKAFKA_RETRY_PERIOD_SECONDS: how often the leader renews and a standby looks."""
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod
@@ -70,6 +93,24 @@ class OperatorConfig(BaseModel):
         bad = [ref for ref in value if ref != ANY_IMAGE and not _IMAGE_REF.match(ref)]
         if bad:
             raise ValueError(f"not image references: {', '.join(bad)}")
+        return value
+
+    # The margins of client-go's leaderelection.NewLeaderElector: the leader must give up (renew
+    # deadline) before a standby may take over (lease duration), and must get a few tries first.
+    @field_validator("renew_deadline_seconds")
+    @classmethod
+    def _before_expiry(cls, value: float, info: ValidationInfo) -> float:
+        duration = info.data.get("lease_duration_seconds")
+        if duration is not None and value >= duration:
+            raise ValueError(f"must be less than the lease duration ({duration} s)")
+        return value
+
+    @field_validator("retry_period_seconds")
+    @classmethod
+    def _retries_fit(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("renew_deadline_seconds")
+        if deadline is not None and value * 1.2 >= deadline:
+            raise ValueError(f"1.2 times it must be less than the renew deadline ({deadline} s)")
         return value
 
     @field_validator("watch_namespaces")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,10 @@ RECONCILE_ERRORS = Counter(
     "csvkafka_operator_reconcile_errors_total",
     "Handler invocations of the operator that raised an error.",
     ["handler"],
+)
+LEADER = Gauge(
+    "csvkafka_operator_leader",
+    "1 while this replica holds the operator's Lease and runs the handlers, 0 while it stands by.",
 )
 
 
@@ -136,9 +140,24 @@ class IngestionIndex(Collector):
 
 
 INGESTIONS = IngestionIndex()
-REGISTRY.register(INGESTIONS)
+_serving = False
+_leading = False
+
+
+def lead() -> None:
+    """This replica holds the Lease: the gauge says so, and the ingestions' series appear. A
+    standby exports none: its zeros would sit beside the leader's counts in every query by
+    phase. A replica that loses the Lease exits, so nothing is taken back."""
+    global _leading
+    LEADER.set(1)
+    if not _leading:
+        REGISTRY.register(INGESTIONS)
+        _leading = True
 
 
 def serve(port: int) -> None:
-    if port:
+    """Starts the /metrics endpoint once: a standby serves it before kopf's startup asks."""
+    global _serving
+    if port and not _serving:
         start_http_server(port)
+        _serving = True

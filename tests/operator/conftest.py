@@ -1,6 +1,7 @@
 """Fixtures for the operator's integration tests: the operator as its Deployment, installed by
-the local environment from ``manifests/`` and this tree's image, watching every namespace; the
-tests stop, kill and restart it the way a cluster would."""
+the local environment from ``manifests/`` and this tree's image, watching every namespace (two
+replicas, the holder of the Lease active); the tests stop, kill and restart it the way a cluster
+would."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import TestEnv, run_kubectl
+from tests.conftest import ROOT, TestEnv, run_kubectl
 from tests.node import kill_container
 
 OPERATOR_NS = "csvkafka-system"
 OPERATOR_SA = "csvkafka-operator"
 OPERATOR_DEPLOY = "csvkafka-operator"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=csvkafka-operator"
+OPERATOR_LEASE = "csvkafka-operator"  # leader election (operator/ingest_operator/leader.py)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +72,8 @@ def operator_kubeconfig(
 
 @dataclass
 class OperatorDeployment:
-    """The operator's Deployment: one pod watching every namespace, as a user installs it."""
+    """The operator's Deployment as a user installs it: its replicas (the manifest's count),
+    of which the Lease's holder runs the handlers and the others stand by."""
 
     testenv: TestEnv
     logs: list[str] = field(default_factory=list)
@@ -78,32 +81,60 @@ class OperatorDeployment:
     def _kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_kubectl(self.testenv, "-n", OPERATOR_NS, *args, check=check)
 
-    def pod(self) -> dict[str, Any] | None:
-        """The operator's running, ready pod that is not being deleted, if any."""
+    @staticmethod
+    def replicas() -> int:
+        """The manifest's replica count, which :meth:`start` restores."""
+        docs = yaml.safe_load_all((ROOT / "manifests" / "deployment.yaml").read_text())
+        deploy = next(d for d in docs if d and d["kind"] == "Deployment")
+        return int(deploy["spec"]["replicas"])
+
+    def lease(self) -> dict[str, Any] | None:
+        """The operator's Lease, None if there is none yet."""
+        proc = self._kubectl("get", "lease", OPERATOR_LEASE, "-o", "json", check=False)
+        return dict(json.loads(proc.stdout)) if proc.returncode == 0 else None
+
+    def holder(self) -> str:
+        """The pod that holds the Lease ("" when free or absent)."""
+        return str(((self.lease() or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The operator's running, ready pods that are not being deleted."""
         out = self._kubectl("get", "pods", "-l", OPERATOR_SELECTOR, "-o", "json").stdout
-        pods = json.loads(out)
-        for pod in pods["items"]:
+        pods: list[dict[str, Any]] = []
+        for pod in json.loads(out)["items"]:
             ready = any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in pod.get("status", {}).get("conditions", [])
             )
             if ready and not pod["metadata"].get("deletionTimestamp"):
-                return dict(pod)
-        return None
+                pods.append(dict(pod))
+        return pods
+
+    def pod(self) -> dict[str, Any] | None:
+        """The active operator: the ready pod that holds the Lease, if any (a standby is ready
+        too, but runs no handler and exports no ingestion)."""
+        pods = self.pods()
+        lease = self.lease()
+        if lease is None:  # an operator without leader election: its one pod
+            return pods[0] if pods else None
+        holder = (lease.get("spec") or {}).get("holderIdentity")
+        return next((p for p in pods if p["metadata"]["name"] == holder), None)
 
     def start(self) -> None:
-        """Scales the Deployment to one pod and waits until it is ready."""
-        self._kubectl("scale", f"deploy/{OPERATOR_DEPLOY}", "--replicas=1")
+        """Scales the Deployment to the manifest's replicas and waits until one leads."""
+        self._kubectl("scale", f"deploy/{OPERATOR_DEPLOY}", f"--replicas={self.replicas()}")
         self._kubectl("rollout", "status", f"deploy/{OPERATOR_DEPLOY}", "--timeout=180s")
+        # A Lease left by a killed holder is taken over once it expires (15 s).
         deadline = time.monotonic() + 120
         while self.pod() is None:
             if time.monotonic() > deadline:
-                raise AssertionError("the operator's pod did not become ready")
+                raise AssertionError("no operator pod became ready holding the Lease")
             time.sleep(0.2)
 
     def stop(self, kill: bool = False) -> None:
-        """Takes the operator away until :meth:`start`: scaled to zero, after a SIGKILL of its
-        process when ``kill`` (no graceful shutdown, as a crashed container or node)."""
+        """Takes the operator away until :meth:`start`: scaled to zero, after a SIGKILL of the
+        active pod's process when ``kill`` (no graceful shutdown, as a crashed container or
+        node)."""
         self.logs.append(self.log_text())
         pod = self.pod()
         if kill and pod is not None:
@@ -127,9 +158,10 @@ class OperatorDeployment:
         return float(found.group(1)) / 2**20
 
     def log_text(self) -> str:
-        """The operator's log: this pod's, and the pods' before each stop."""
+        """The operator's log: every replica's, and the pods' before each stop."""
         now = self._kubectl(
-            "logs", f"deploy/{OPERATOR_DEPLOY}", "--all-containers", "--tail=-1", check=False
+            "logs", "-l", OPERATOR_SELECTOR, "--all-containers", "--tail=-1",
+            "--max-log-requests=10", check=False
         ).stdout
         return "\n".join([*self.logs, now])
 

@@ -46,6 +46,12 @@ OPERATOR_EXPECTED: dict[str, set[str]] = {
     "events": {"create", "patch"},
     "events.events.k8s.io": {"create", "patch"},
 }
+# And in its own namespace only (a Role): its Lease, for leader election. `create` cannot name
+# the object; the rest is this one Lease.
+OPERATOR_LEASE: dict[str, set[str]] = {
+    "leases.coordination.k8s.io": {"create"},
+    "leases.coordination.k8s.io[csvkafka-operator]": {"get", "update"},
+}
 # Granted to every authenticated identity by the API server's default roles.
 BUILTIN = {
     "selfsubjectreviews.authentication.k8s.io",
@@ -105,6 +111,24 @@ def test_operator_rbac_is_exactly_the_expected_set(
             proc = run_kubectl(testenv, "-n", namespace, "auth", "can-i", verb, resource, *extra,
                                "--as", user, check=False)
             assert proc.stdout.strip() == "no", f"operator may {verb} {res}"
+
+
+def test_operator_keeps_its_lease_in_its_own_namespace_only(
+    operator_kubeconfig: Path, testenv: TestEnv, namespace: str
+) -> None:
+    user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
+    got = _normalise(can_i_list(testenv, OPERATOR_NS, user))
+    assert got == OPERATOR_EXPECTED | OPERATOR_LEASE
+    # Elsewhere no Lease at all (the test above: exactly OPERATOR_EXPECTED), and here no other
+    # Lease, and never a list, watch or delete of one.
+    asks = [("update", "leases/another", OPERATOR_NS), ("get", "leases/another", OPERATOR_NS),
+            ("create", "leases", namespace), ("get", "leases/csvkafka-operator", namespace),
+            *((verb, "leases", OPERATOR_NS) for verb in ("list", "watch", "delete"))]
+    for verb, what, ns in asks:
+        proc = run_kubectl(testenv, "-n", ns, "auth", "can-i", verb,
+                           what.replace("leases", "leases.coordination.k8s.io", 1),
+                           "--as", user, check=False)
+        assert proc.stdout.strip() == "no", f"operator may {verb} {what} in {ns}"
 
 
 def test_worker_identity_touches_only_its_own_status(
