@@ -270,3 +270,13 @@ def data(kube_api, namespace: str, testenv: TestEnv) -> Iterator[DataVolume]:  #
     yield volume
     delete_data_volume(kube_api, namespace)
     shutil.rmtree(volume.path, ignore_errors=True)
+
+
+SCENARIO_START = [time.monotonic()]
+"""When the running test started: the fault report's time column (tests/faults)."""
+
+
+@pytest.fixture(autouse=True)
+def scenario_clock() -> Iterator[None]:
+    SCENARIO_START[0] = time.monotonic()
+    yield

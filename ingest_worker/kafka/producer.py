@@ -20,10 +20,14 @@ from csvkafka_core import Batch, KafkaUnavailable, Producer, ProducerFenced, Tra
 
 from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, DeadLetter
 
-__all__ = ["DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable", "ProducerFenced", "ProducerPool",
-           "Refusal", "RowProducer", "TransactionFailed", "producer_config"]
+__all__ = ["BLACK_HOLE_DETECTION_S", "DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable",
+           "ProducerFenced", "ProducerPool", "Refusal", "RowProducer", "TransactionFailed",
+           "producer_config"]
 
 log = logging.getLogger("ingest_worker.kafka")
+
+BLACK_HOLE_DETECTION_S = 15
+"""Seconds after which a silent broker connection is given up (tests/faults/test_network.py)."""
 
 # Throughput defaults (bench/README.md); the user's producerProperties override them.
 DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
@@ -40,6 +44,11 @@ DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
     "queue.buffering.max.messages": 200_000,
     # The Java client's partitioner: a key lands where Streams, Connect or a Java producer put it.
     "partitioner": "murmur2_random",
+    # A connection that goes silent (a black-holed path: open, nothing comes back) is given up
+    # when a request on it has waited this long, then reconnected; left to TCP it would take
+    # the kernel's keepalive (hours). A healthy broker answers a produce in milliseconds.
+    "socket.timeout.ms": BLACK_HOLE_DETECTION_S * 1000,
+    "socket.connection.setup.timeout.ms": BLACK_HOLE_DETECTION_S * 1000,
 }
 MESSAGE_TIMEOUT_CAP_S = 60
 

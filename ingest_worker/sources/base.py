@@ -20,6 +20,30 @@ the end (as :data:`ingest_worker.plan.shards.ReadRange`, without importing the p
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 
 
+# Waits before each new try of an interrupted read (seconds): a connection reset or a silent
+# store is given about half a minute to come back before the attempt fails.
+RESUME_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# What an interrupted transfer raises, by class name across the SDKs (the standard library's,
+# urllib3's, botocore's, requests', azure-core's), so no SDK need be imported to recognise it.
+_TRANSIENT = frozenset({
+    "ConnectionError", "ConnectionResetError", "ConnectionAbortedError", "BrokenPipeError",
+    "TimeoutError", "IncompleteRead", "RemoteDisconnected", "ProtocolError", "ReadTimeoutError",
+    "IncompleteReadError", "ResponseStreamingError", "ConnectionClosedError",
+    "EndpointConnectionError", "ReadTimeout", "ChunkedEncodingError", "ServiceResponseError",
+    "ServiceRequestError",
+})
+
+
+def transient(exc: BaseException) -> bool:
+    """The error of a transfer cut short (a reset, a timeout), which reading again cures."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(c.__name__ in _TRANSIENT for c in type(seen).__mro__):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class SourceError(Exception):
     """The source cannot be read (missing, forbidden, changed, or an unsupported URL)."""
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import time
+from collections.abc import Callable
 from typing import IO, cast
 from urllib.parse import urlparse
 
 from ingest_worker.api.spec import Compression
-from ingest_worker.sources.base import SourceError
+from ingest_worker.sources.base import RESUME_BACKOFF_S, SourceError, transient
 from ingest_worker.sources.registry import describe, probe, scheme_of
 
 READ_BLOCK = 8 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 _EXTENSIONS = {".gz": Compression.GZIP, ".bz2": Compression.BZ2, ".zst": Compression.ZSTD}
 _SMART_OPEN_COMPRESSION = {
@@ -22,20 +28,49 @@ _SMART_OPEN_COMPRESSION = {
 
 
 class _RemoteStream(io.BufferedIOBase):
-    """A remote stream whose read errors say which URL failed and why, without secrets."""
+    """A remote stream that reads on from the last byte it returned when the transfer is cut
+    (a reset, a silent store): ``open_at(position)`` reopens it there (a ranged GET; a
+    compressed stream reopens and decompresses up to it). Its read errors say which URL failed
+    and why, without secrets."""
 
-    def __init__(self, inner: IO[bytes], url: str) -> None:
+    def __init__(self, open_at: Callable[[int], IO[bytes]], url: str, offset: int) -> None:
         super().__init__()
-        self._inner = inner
+        self._open_at = open_at
         self._url = url
-
-    def read(self, size: int | None = -1) -> bytes:
+        self._pos = offset
         try:
-            return self._inner.read(-1 if size is None else size)
+            self._inner: IO[bytes] | None = open_at(offset)
         except SourceError:
             raise
         except Exception as e:
-            raise describe(self._url, e) from None
+            raise describe(url, e) from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        failures = 0
+        while True:
+            try:
+                if self._inner is None:
+                    self._inner = self._open_at(self._pos)
+                data = self._inner.read(-1 if size is None else size)
+                self._pos += len(data)
+                return data
+            except SourceError:
+                raise
+            except Exception as e:
+                if not transient(e) or failures == len(RESUME_BACKOFF_S):
+                    raise describe(self._url, e) from None
+                log.warning(f"Read of {self._url} interrupted at byte {self._pos}; reading on "
+                            "from there", extra={"url": self._url, "position": self._pos,
+                                                 "reason": type(e).__name__})
+                self._drop()
+                time.sleep(RESUME_BACKOFF_S[failures])
+                failures += 1
+
+    def _drop(self) -> None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            with contextlib.suppress(Exception):  # the broken connection's close may fail too
+                inner.close()
 
     def read1(self, size: int = -1) -> bytes:
         return self.read(size)
@@ -43,23 +78,13 @@ class _RemoteStream(io.BufferedIOBase):
     def readable(self) -> bool:
         return True
 
-    def seekable(self) -> bool:
-        return self._inner.seekable()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        try:
-            return self._inner.seek(offset, whence)
-        except (io.UnsupportedOperation, ValueError):
-            raise  # "cannot seek": CsvSource.open falls back to reading
-        except Exception as e:
-            raise describe(self._url, e) from None
-
     def tell(self) -> int:
-        return self._inner.tell()
+        return self._pos
 
     def close(self) -> None:
         try:
-            self._inner.close()
+            if self._inner is not None:
+                self._inner.close()
         finally:
             super().close()
 
@@ -105,9 +130,9 @@ class CsvSource:
     def seekable(self) -> bool:
         return self.compression is Compression.NONE
 
-    def _open(self, buffer_bytes: int | None = None) -> IO[bytes]:
-        if self.scheme.open is not None:
-            return self.scheme.open(self.url, self.compression)
+    def _open_remote(self, offset: int, buffer_bytes: int | None) -> IO[bytes]:
+        """The decompressed stream through smart-open, at ``offset``: a seek where the stream
+        is seekable (a ranged GET), else read and discarded up to it."""
         import smart_open  # heavy (cloud SDKs): only for remote sources
 
         params = self.transport_params
@@ -121,32 +146,45 @@ class CsvSource:
                 transport_params=params or None,
             )
         except Exception as e:
+            if transient(e):
+                raise
             raise describe(self.url, e) from None  # SDK errors may quote credentials
-        return cast(IO[bytes], _RemoteStream(f, self.url))
+        if offset > 0:
+            try:
+                _skip_to(f, offset, self.seekable, self.url)
+            except BaseException:
+                f.close()
+                raise
+        return f
 
     def open(self, offset: int = 0, buffer_bytes: int | None = None) -> IO[bytes]:
         """The decompressed stream, positioned at ``offset``.
 
         Seeks when the source is seekable; otherwise reads and discards up to the offset.
         ``buffer_bytes`` overrides the transport's read size (8 MiB): a header read wants a
-        small first GET, not a whole buffer of rows another range will read.
+        small first GET, not a whole buffer of rows another range will read. A remote stream
+        reads on from where it was when its transfer is cut (:class:`_RemoteStream`).
         """
-        f = self._open(buffer_bytes)
-        if offset <= 0:
+        if self.scheme.open is not None:
+            f = self.scheme.open(self.url, self.compression)
+            if offset > 0:
+                _skip_to(f, offset, self.seekable, self.url)
             return f
-        if self.seekable:
-            try:
-                f.seek(offset)
-                return f
-            except (OSError, ValueError):
-                pass  # a transport that cannot seek: skip by reading
-        remaining = offset
-        while remaining > 0:
-            n = len(f.read(min(remaining, READ_BLOCK)))
-            if n == 0:
-                f.close()
-                raise SourceError(
-                    f"source {self.url} ends before the checkpoint offset {offset}"
-                )
-            remaining -= n
-        return f
+        return cast(IO[bytes], _RemoteStream(
+            lambda at: self._open_remote(at, buffer_bytes), self.url, offset))
+
+
+def _skip_to(f: IO[bytes], offset: int, seekable: bool, url: str) -> None:
+    if seekable:
+        try:
+            f.seek(offset)
+            return
+        except (OSError, ValueError):
+            pass  # a transport that cannot seek: skip by reading
+    remaining = offset
+    while remaining > 0:
+        n = len(f.read(min(remaining, READ_BLOCK)))
+        if n == 0:
+            f.close()
+            raise SourceError(f"source {url} ends before the checkpoint offset {offset}")
+        remaining -= n

@@ -8,13 +8,14 @@ leaves as a scrubbed :class:`SourceError` that names the URL.
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import urlsplit
 
 from ingest_worker.api.spec import Compression
 from ingest_worker.plan.globs import WILDCARDS, is_pattern, is_prefix, listing_prefix, selects
 from ingest_worker.plan.shards import ReadRange
 from ingest_worker.plan.units import FileEntry
-from ingest_worker.sources.base import Environ, Scheme, SourceError
+from ingest_worker.sources.base import RESUME_BACKOFF_S, Environ, Scheme, SourceError, transient
 from ingest_worker.sources.csv_source import detect_compression
 from ingest_worker.sources.registry import describe, probe, scheme_for, scheme_of
 
@@ -64,10 +65,17 @@ def range_reader(
         raise describe(url, e, env) from None
 
     def read_range(offset: int, length: int) -> bytes:
-        try:
-            return read(offset, length)
-        except Exception as e:
-            raise describe(url, e, env) from None
+        waits = iter(RESUME_BACKOFF_S)
+        while True:
+            try:
+                return read(offset, length)
+            except SourceError:
+                raise
+            except Exception as e:
+                wait = next(waits, None)
+                if wait is None or not transient(e):
+                    raise describe(url, e, env) from None
+                time.sleep(wait)  # a reset or a silent store: the range again
 
     return read_range
 

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from ingest_worker.verify import CsvFormat, GoodRow, VerifyReport, consume, parse_source, verify
-from tests.conftest import ROOT, ComponentControl, TestEnv
+from tests.conftest import ROOT, SCENARIO_START, ComponentControl, TestEnv
 from tests.node import DataVolume, kill_container
 from tests.operator.conftest import OperatorDeployment, wait_for, write_csv
 from tests.operator.test_operator import Ingestions, ingestion, running_worker
@@ -106,7 +106,8 @@ def report_row(
     line = (
         f"{time.strftime('%F %T')} | {scenario} | seed {seed} | interruptions {interruptions} | "
         f"rows {report.rows_expected} | lost {report.lost} | foreign {report.rows_unexpected} | "
-        f"duplicates {report.duplicates} | final {phase}{' | ' + extra if extra else ''}"
+        f"duplicates {report.duplicates} | final {phase} | "
+        f"time {time.monotonic() - SCENARIO_START[0]:.0f} s{' | ' + extra if extra else ''}"
     )
     with path.open("a") as f:
         f.write(line + "\n")
