@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds chart bench bench-pod-start scale-bench image
+.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds chart bench bench-pod-start scale-bench soak load image
 
 # The compiled core (core/, Rust) is built into a cached wheel first: pip finds it there.
 $(VENV)/.installed: pyproject.toml
@@ -74,6 +74,17 @@ scale-bench: testenv-up
 # apply -> first row produced, on the local node (5 runs, by step).
 bench-pod-start: testenv-up
 	$(PY) bench/pod_start.py
+
+# A 20-minute ingestion held at a broker quota: the worker's RSS, open fds and threads every
+# 10 s, their slopes, and the verifier (bench/soak.py; CI runs 2 minutes: tests/faults/test_soak.py).
+soak: testenv-up
+	$(PY) bench/soak.py --minutes 20
+
+# 200 CsvIngestions applied at once, then 1,000 (bench/load.py; CI runs 20: tests/faults/test_load.py).
+# The 1,000 run's exit status is ignored: its figures are the report of what breaks first.
+load: testenv-up
+	$(PY) bench/load.py --count 200
+	-$(PY) bench/load.py --count 1000
 
 # The project's image, built with podman from a local Debian base and a host-side wheelhouse
 # (no Docker, no registry, no network in the build). Prints the image reference last.

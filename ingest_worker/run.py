@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 import orjson
 
 from ingest_worker.api.spec import CsvIngestionSpec, Delivery, Kafka, OnSourceChange
+from ingest_worker.badrows import BadRowLog, pod_budget
 from ingest_worker.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -246,6 +247,8 @@ class _Run:
     results: queue.Queue[ChunkResult | WorkerFailure] = field(default_factory=queue.Queue)
     read: int = 0
     failed: int = 0
+    bad_log: BadRowLog = field(default_factory=lambda: BadRowLog(log, pod_budget()))
+    """The first bad rows of the pod one by one, then counts (see ingest_worker.badrows)."""
 
     def run(self) -> IngestResult:
         try:
@@ -435,6 +438,7 @@ class _Run:
                     why = over_budget(spec.errors, self.failed, self.read)
                     if why is not None:
                         raise _Fatal(why, EXIT_TOO_MANY_ERRORS)
+                self.bad_log.tick()
                 now = time.monotonic()
                 if wm.checkpoint.byte_offset > bytes_counted:
                     if self.metrics is not None:
@@ -460,6 +464,7 @@ class _Run:
             progress.update(wm.checkpoint.counters.rows_read - rows0,
                             wm.checkpoint.byte_offset - bytes0, force=True)
             progress.close()
+            self.bad_log.close()
         cp = wm.checkpoint
         duration = time.monotonic() - self.started
         if fatal is not None and fatal.rewind:
@@ -538,16 +543,17 @@ class _Run:
                 m.errors.inc(len(r.bad))
 
     def _report_bad(self, bad: list[BadRow]) -> None:
-        """Logs bad rows; called in file order, as the watermark passes their chunk."""
+        """Logs bad rows (a sample and counts: :mod:`ingest_worker.badrows`), and every one of
+        them to the errors log; called in file order, as the watermark passes their chunk."""
+        self.bad_log.add(bad)
+        out = self.errors_log
+        if out is None or not bad:
+            return
         for b in bad:
-            log.warning(f"Failed to parse row {b.line}: {b.reason}",
-                        extra={"line": b.line, "row": b.row, "offset": b.offset})
-            if self.errors_log is not None:
-                self.errors_log.write(orjson.dumps({
-                    "line": b.line, "row": b.row, "offset": b.offset, "reason": b.reason,
-                    "source": self.spec.source.url}).decode() + "\n")
-        if bad and self.errors_log is not None:
-            self.errors_log.flush()
+            out.write(orjson.dumps({
+                "line": b.line, "row": b.row, "offset": b.offset, "reason": b.reason,
+                "source": self.spec.source.url}).decode() + "\n")
+        out.flush()
 
     def _save(self, cp: Checkpoint) -> Checkpoint:
         self.store.save(cp)
