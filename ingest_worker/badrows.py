@@ -74,9 +74,8 @@ def reason_kind(reason: str) -> str:
     that fail the same way count together: ``column 'amount': not an int: 'x'`` is
     ``column 'amount': not an int``; ``invalid utf-8 at byte 7 of the row`` is ``invalid
     utf-8``; ``refused by Kafka: ...`` is ``refused by Kafka``."""
-    if reason.startswith("column "):
-        column, _, rest = reason.partition(": ")
-        return f"{column}: {rest.partition(': ')[0]}" if rest else column
+    if reason.startswith("column "):  # "column NAME: WHY: VALUE", the value last
+        return reason.rpartition(": ")[0]
     if reason.startswith("invalid "):
         return reason.partition(" at byte ")[0]
     return reason.partition(": ")[0]
