@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -433,7 +434,13 @@ def standby_health(port: int, healthy: Callable[[], bool]) -> Iterator[None]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # a probe every few seconds is not news
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A probe that timed out closed its end first (a busy node): not worth a traceback.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    server = Server(("0.0.0.0", port), Health)
     thread = threading.Thread(target=server.serve_forever, name="standby-health", daemon=True)
     thread.start()
     try:
