@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -26,22 +25,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_env() -> dict[str, str]:
-    state = Path(os.environ.get("CSVKAFKA_TESTENV", ROOT / ".testenv"))
-    out = subprocess.run(["bash", "-c", f'source "{state}/env" && env -0'],
-                         check=True, capture_output=True).stdout
-    env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
-    os.environ.update(env)
-    return env
-
-
-def kubectl(*args: str, input: str | None = None) -> str:
-    proc = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
+from clusterlib import kubectl, load_env  # noqa: E402
 
 
 def get(*args: str) -> Any:

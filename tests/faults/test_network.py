@@ -154,6 +154,13 @@ def test_connections_reset_mid_produce(
                     _local_report(rows_csv, data, topic, testenv.kafka_bootstrap))
 
 
+def _worker_log(ingestions: Ingestions, testenv: TestEnv, job: str) -> str:
+    """The log of the Job's latest worker pod."""
+    pod = wait_for("the worker pod", lambda: ingestions.worker_pods(job))[-1]
+    return run_kubectl(testenv, "-n", ingestions.ns, "logs", pod.metadata.name,
+                       check=False).stdout
+
+
 def _first_log_after(log: str, since: dt.datetime, *needles: str) -> dt.datetime | None:
     for line in log.splitlines():
         try:
@@ -187,9 +194,7 @@ def test_black_holed_broker_is_detected_in_bounded_time(
             since = dt.datetime.now(dt.UTC)
             with toxiproxy.toxic("kafka", "timeout", "downstream", timeout=0):
                 time.sleep(25)
-            pod = wait_for("the worker pod", lambda: ingestions.worker_pods("hole-1"))[-1]
-            log = run_kubectl(testenv, "-n", ingestions.ns, "logs", pod.metadata.name,
-                              check=False).stdout
+            log = _worker_log(ingestions, testenv, "hole-1")
             detected = _first_log_after(log, since, "Timed out", "timed out")
             took = (detected - since).total_seconds() if detected else None
             print(f"[black hole] detected after {took} s (bound {BLACK_HOLE_DETECTION_S} s)")
@@ -250,9 +255,7 @@ def test_object_read_reset_resumes_inside_the_pod(
                 with toxiproxy.toxic("s3", "reset_peer", "downstream", timeout=0):
                     time.sleep(0.3)
                 resets += 1
-            pod = ingestions.worker_pods("rread-1")[-1]
-            log = run_kubectl(testenv, "-n", ingestions.ns, "logs", pod.metadata.name,
-                              check=False).stdout
+            log = _worker_log(ingestions, testenv, "rread-1")
             # Ours, or smart-open's own retry below it (S3's streaming reader reopens too).
             resumed = log.count("interrupted at byte") + log.count("before retry")
             st = _finish("N5. object read reset x3 (S3)", seed, resets, ingestions, "rread", w,
