@@ -24,7 +24,6 @@ from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, strip_eol
 from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
 from ingest_worker.exitcodes import EXIT_KAFKA
-from ingest_worker.kafka.deadletter import dead_letter
 from ingest_worker.kafka.producer import (
     Completed,
     KafkaUnavailable,
@@ -182,9 +181,8 @@ class Worker:
 
     def _dead_letter(self, producer: RowProducer, batch: int, bad: list[BadRow]) -> None:
         if self.cfg.dead_letter_topic:
-            for b in bad:
-                producer.send_dead_letter(batch, self.cfg.dead_letter_topic, dead_letter(
-                    b, self.cfg.layout.source_url, producer.max_message_bytes))
+            producer.send_dead_letters(batch, self.cfg.dead_letter_topic,
+                                       self.cfg.layout.source_url, bad)
 
     def _report(self, producer: RowProducer, done: list[Completed],
                 sent: dict[int, _Sent]) -> None:

@@ -4,6 +4,11 @@
 //! unquoted fields, valid UTF-8, the right field count, typed values that convert. A record
 //! outside it (any doubt at all) is left to the exact path, Python's own csv module, which
 //! either encodes it or names what is wrong with it; its slot keeps the row's place in order.
+//!
+//! A record split without doubt whose field count is wrong, or whose typed value (not quoted
+//! with doubled quotes) does not convert, is a bad row here: Python's csv would split it into
+//! the same fields and `convert` would refuse the same bytes, so the exact path could only
+//! say the same. Its slot is rejected at once and the caller words the reason (`Bad`).
 
 use crate::avro;
 use crate::json;
@@ -215,10 +220,36 @@ fn avro_value(out: &mut Vec<u8>, v: Val) {
 /// A row that cannot be encoded: the column (by index) and why.
 pub type Refused = (usize, String);
 
+/// Why a record split without doubt is a bad row.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The fields it has (the layout has another count).
+    Fields(usize),
+    /// A value that does not convert: its column, why, and where the value is in the chunk.
+    Value { column: usize, reason: String, start: usize, end: usize },
+}
+
+/// A bad row found without the exact path: its slot (rejected) and where it is in the chunk.
+pub struct Bad {
+    pub start: usize,
+    pub end: usize,
+    pub line: u64,
+    pub row: u64,
+    pub why: Why,
+}
+
+/// What `encode_record` made of one record.
+enum Outcome {
+    Encoded,
+    Doubt,
+    Bad(Why),
+}
+
 /// What `encode` made of a chunk.
 pub struct Encoded {
     pub data: BatchData,
     pub exact: Vec<Exact>,
+    pub bad: Vec<Bad>,
     pub rows_read: u64,
 }
 
@@ -233,6 +264,7 @@ impl Layout {
             msgs: Vec::with_capacity(chunk.len() / 64 + 1),
         };
         let mut exact = Vec::new();
+        let mut bad = Vec::new();
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
         let (mut pos, mut line_no, mut rows) = (0usize, line, 0u64);
         let mut scratch = Vec::new();
@@ -249,8 +281,9 @@ impl Layout {
             rows += 1;
             let v0 = data.values.len();
             let k0 = data.keys.len();
-            let ok = self.encode_record(strip_eol(rec), rec_line, offset + rec_pos as u64,
-                                        &mut fields, &mut data, &mut scratch);
+            let body = strip_eol(rec);
+            let outcome = self.encode_record(body, rec_line, offset + rec_pos as u64,
+                                             &mut fields, &mut data, &mut scratch);
             let mut msg = Msg {
                 value: (v0, data.values.len() - v0),
                 key: (k0, data.keys.len() - k0),
@@ -259,33 +292,54 @@ impl Layout {
                 offset: offset + rec_pos as u64,
                 state: Slot::Ready,
             };
-            if ok.is_none() {
+            if !matches!(outcome, Outcome::Encoded) {
                 data.values.truncate(v0);
                 data.keys.truncate(k0);
                 msg.value = (v0, 0);
                 msg.key = (k0, 0);
-                msg.state = Slot::Pending;
-                exact.push(Exact { slot: data.msgs.len(), start: rec_pos, end, line: rec_line, row: rows });
+            }
+            match outcome {
+                Outcome::Encoded => {}
+                Outcome::Doubt => {
+                    msg.state = Slot::Pending;
+                    exact.push(Exact { slot: data.msgs.len(), start: rec_pos, end, line: rec_line, row: rows });
+                }
+                Outcome::Bad(why) => {
+                    msg.state = Slot::Rejected;
+                    let why = match why {
+                        Why::Value { column, reason, start, end } => {
+                            Why::Value { column, reason, start: start + rec_pos, end: end + rec_pos }
+                        }
+                        w => w,
+                    };
+                    bad.push(Bad { start: rec_pos, end, line: rec_line, row: rows, why });
+                }
             }
             data.msgs.push(msg);
         }
-        Encoded { data, exact, rows_read: rows }
+        Encoded { data, exact, bad, rows_read: rows }
     }
 
     fn encode_record(
         &self, body: &[u8], line: u64, offset: u64, fields: &mut Vec<Field>, data: &mut BatchData,
         scratch: &mut Vec<u8>,
-    ) -> Option<()> {
-        if memchr::memchr(0, body).is_some() || std::str::from_utf8(body).is_err() {
-            return None;
+    ) -> Outcome {
+        if memchr::memchr(0, body).is_some() || std::str::from_utf8(body).is_err()
+            || split(body, self.dialect, fields).is_none() {
+            return Outcome::Doubt;
         }
-        split(body, self.dialect, fields)?;
         if fields.len() != self.columns.len() {
-            return None;
+            return Outcome::Bad(Why::Fields(fields.len()));
         }
-        // Any doubt (a typed value with doubled quotes or Unicode whitespace Python would trim)
-        // goes to the exact path, which names the problem if there is one.
-        self.write_row(body, fields, line, offset, data, scratch).ok()
+        match self.write_row(body, fields, line, offset, data, scratch) {
+            Ok(()) => Outcome::Encoded,
+            // A typed value with doubled quotes: Python unquotes it before converting.
+            Err((i, _)) if fields[i].doubled => Outcome::Doubt,
+            Err((column, reason)) => {
+                let f = fields[column];
+                Outcome::Bad(Why::Value { column, reason, start: f.start, end: f.end })
+            }
+        }
     }
 
     /// One record split by Python's csv (the exact path): its value and key, or why not.
@@ -465,9 +519,30 @@ mod tests {
         assert_eq!(vals[0], r#"{"c0":"a","c1":1,"_id":"p-100"}"#);
         assert_eq!(vals[1], r#"{"c0":"x,\"y","c1":2,"_id":"p-104"}"#);
         assert_eq!(e.data.key(&e.data.msgs[1]), Some(&b"x,\"y"[..]));
-        assert_eq!(e.exact.iter().map(|x| x.slot).collect::<Vec<_>>(), vec![2, 3]);
+        // A literal quote in an unquoted field: Python's csv says what is wrong with it.
+        assert_eq!(e.exact.iter().map(|x| x.slot).collect::<Vec<_>>(), vec![2]);
         assert_eq!(e.rows_read, 4);
         assert_eq!(e.exact[0].line, 8);
+        // "x" is plainly not an int: a bad row without the exact path, its value located.
+        assert_eq!(e.bad.len(), 1);
+        assert_eq!((e.bad[0].line, e.bad[0].row), (9, 4));
+        assert_eq!(&chunk[e.bad[0].start..e.bad[0].end], b"d,x\n");
+        assert_eq!(e.data.msgs[3].state, Slot::Rejected);
+        match &e.bad[0].why {
+            Why::Value { column, reason, start, end } => {
+                assert_eq!((*column, reason.as_str(), &chunk[*start..*end]), (1, "not an int", &b"x"[..]));
+            }
+            w => panic!("{w:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_count_is_bad_and_a_doubled_typed_value_is_doubt() {
+        let l = layout(&[ColType::Str, ColType::Int]);
+        let e = l.encode(b"a\n\"b\",1,2\nc,\"1\"\"\"\n", 0, 1);
+        assert_eq!(e.bad.iter().map(|b| (b.row, &b.why)).collect::<Vec<_>>(),
+                   vec![(1, &Why::Fields(1)), (2, &Why::Fields(3))]);
+        assert_eq!(e.exact.iter().map(|x| x.row).collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `csvkafka_core`: the data plane's row loop in native code.
 //!
 //! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records, the
-//! dead-letter records); this module does the per-row work with the GIL released: cutting the
+//! wording of a bad row's reason); this module does the per-row work with the GIL released: cutting the
 //! stream on record boundaries, encoding rows as JSON or Avro, partitioning and producing them through
 //! librdkafka's C API, and waiting for their acknowledgements. See `ingest_worker/kafka/` and
 //! `ingest_worker/csv/` for the Python side.
 
 mod avro;
 mod client;
+mod deadletter;
 mod encode;
 mod json;
 mod partition;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyInterruptedError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -145,7 +147,7 @@ impl Encoder {
     /// The messages of one chunk of whole records; `offset` and `line` are where it starts.
     fn encode(&self, py: Python<'_>, chunk: &[u8], offset: u64, line: u64) -> Batch {
         let e = py.allow_threads(|| self.layout.encode(chunk, offset, line));
-        Batch { data: Some(e.data), exact: e.exact, rows_read: e.rows_read }
+        Batch { data: Some(e.data), exact: e.exact, bad: e.bad, rows_read: e.rows_read }
     }
 
     /// One record's fields as Python's csv split them: (value, key, None), or (None, None,
@@ -194,6 +196,7 @@ fn check(column: ColumnTuple, text: &str, avro: bool) -> PyResult<Option<String>
 struct Batch {
     data: Option<BatchData>,
     exact: Vec<Exact>,
+    bad: Vec<encode::Bad>,
     #[pyo3(get)]
     rows_read: u64,
 }
@@ -242,13 +245,27 @@ impl Batch {
                 state: Slot::Ready,
             });
         }
-        Ok(Batch { data: Some(data), exact: Vec::new(), rows_read })
+        Ok(Batch { data: Some(data), exact: Vec::new(), bad: Vec::new(), rows_read })
     }
 
     /// Records for the exact path: (slot, start, end, line, row) with start/end in the chunk
     /// and row counted from 1 at the chunk's first row.
     fn exact(&self) -> Vec<(usize, usize, usize, u64, u64)> {
         self.exact.iter().map(|x| (x.slot, x.start, x.end, x.line, x.row)).collect()
+    }
+
+    /// Bad rows the encoder found without the exact path (their slots are rejected):
+    /// (start, end, line, row, fields, value) with start/end in the chunk and row counted as in
+    /// `exact`; `fields` is the count a record with the wrong one has, `value` (column index,
+    /// why, start, end) the value that does not convert.
+    #[allow(clippy::type_complexity)]
+    fn bad(&self) -> Vec<(usize, usize, u64, u64, Option<usize>, Option<(usize, String, usize, usize)>)> {
+        self.bad.iter().map(|b| match &b.why {
+            encode::Why::Fields(n) => (b.start, b.end, b.line, b.row, Some(*n), None),
+            encode::Why::Value { column, reason, start, end } => {
+                (b.start, b.end, b.line, b.row, None, Some((*column, reason.clone(), *start, *end)))
+            }
+        }).collect()
     }
 
     #[pyo3(signature = (slot, value, key=None))]
@@ -375,9 +392,27 @@ impl Producer {
         self.with(py, move |p| p.send(data))
     }
 
-    /// A dead-letter record that batch `batch` waits for before it completes.
-    fn send_dead_letter(&self, py: Python<'_>, batch: u32, topic: String, value: Vec<u8>, headers: Vec<(String, Vec<u8>)>) -> PyResult<()> {
-        self.with(py, move |p| p.send_dead_letter(batch, producer::DeadLetter { topic, value, headers }))
+    /// The dead-letter records of `rows` (objects with line, row, offset, reason, raw and
+    /// kafka_error, as `ingest_worker.csv.encode.BadRow`), from the file `source`, each value
+    /// cut to `room` bytes: batch `batch` waits for them before it completes.
+    fn send_dead_letters(
+        &self, py: Python<'_>, batch: u32, topic: String, source: &[u8], room: usize, rows: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let mut letters = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let reason: String = r.getattr(intern!(py, "reason"))?.extract()?;
+            let raw = r.getattr(intern!(py, "raw"))?;
+            let raw = raw.downcast::<PyBytes>()?;
+            letters.push(deadletter::dead_letter(&deadletter::BadRow {
+                line: r.getattr(intern!(py, "line"))?.extract()?,
+                row: r.getattr(intern!(py, "row"))?.extract()?,
+                offset: r.getattr(intern!(py, "offset"))?.extract()?,
+                reason: reason.as_bytes(),
+                raw: raw.as_bytes(),
+                kafka_error: r.getattr(intern!(py, "kafka_error"))?.extract()?,
+            }, source, room));
+        }
+        self.with(py, move |p| p.send_dead_letters(batch, &topic, letters))
     }
 
     /// Serves delivery reports for up to `timeout_ms`; returns the batches that completed.
@@ -481,6 +516,8 @@ fn csvkafka_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_class::<Batch>()?;
     m.add_class::<Producer>()?;
+    let names: Vec<&str> = deadletter::HEADERS.iter().map(|h| h.to_str().expect("ASCII")).collect();
+    m.add("DEAD_LETTER_HEADERS", pyo3::types::PyTuple::new(m.py(), names)?)?;
     m.add("KafkaUnavailable", m.py().get_type::<KafkaUnavailable>())?;
     m.add("TransactionFailed", m.py().get_type::<TransactionFailed>())?;
     m.add("ProducerFenced", m.py().get_type::<ProducerFenced>())?;

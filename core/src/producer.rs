@@ -18,7 +18,7 @@
 //! * Dead-letter records belong to a batch too: the batch completes when they are acknowledged.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use rdkafka_sys::bindings as rd;
 
 use crate::client::{cstring, err_name, msg_err, Client, Failure, ERR_MSG_SIZE_TOO_LARGE, ERR_QUEUE_FULL};
 use std::ffi::CStr;
+use crate::deadletter::DeadLetter;
 use crate::encode::{BatchData, Slot};
 use crate::partition::Partitioner;
 
@@ -65,11 +66,6 @@ pub struct Refusal {
     pub reason: String,
 }
 
-pub struct DeadLetter {
-    pub topic: String,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
 
 /// Errors retrying cures: timeouts, transport, leadership changes, a topic not known yet, and
 /// records failed only because another record of their request was bad.
@@ -124,6 +120,7 @@ struct Inflight {
 
 /// A dead-letter record, kept for re-sends until acknowledged, and the batch it belongs to.
 struct Dead {
+    topic: Arc<CString>,
     letter: DeadLetter,
     batch: u32,
 }
@@ -461,25 +458,27 @@ impl Producer {
         }
     }
 
-    /// A dead-letter record (copied: it is small and rare) of batch `batch`, which completes
-    /// only once it is acknowledged.
-    pub fn send_dead_letter(&mut self, batch: u32, letter: DeadLetter) -> Result<()> {
+    /// Dead-letter records (copied: kept for re-sends) of batch `batch`, which completes only
+    /// once they are acknowledged.
+    pub fn send_dead_letters(&mut self, batch: u32, topic: &str, letters: Vec<DeadLetter>) -> Result<()> {
         let f = self.inflight.get_mut(&batch).ok_or_else(|| Stop::Config(format!("no batch {batch} in flight")))?;
-        f.outstanding += 1;
-        let index = self.next_dead;
-        self.next_dead += 1;
-        self.dead.insert(index, Dead { letter, batch });
-        self.produce_dead(index)
+        f.outstanding += letters.len();
+        let topic = Arc::new(cstring(topic).map_err(Stop::Config)?);
+        for letter in letters {
+            let index = self.next_dead;
+            self.next_dead += 1;
+            self.dead.insert(index, Dead { topic: Arc::clone(&topic), letter, batch });
+            self.produce_dead(index)?;
+        }
+        Ok(())
     }
 
     fn produce_dead(&mut self, index: usize) -> Result<()> {
         loop {
-            let dl = &self.dead[&index].letter;
-            let topic = cstring(&dl.topic).map_err(Stop::Config)?;
-            let names: Vec<_> = dl.headers.iter().map(|(k, _)| cstring(k)).collect::<std::result::Result<_, _>>().map_err(Stop::Config)?;
+            let Dead { topic, letter: dl, .. } = &self.dead[&index];
             let err = unsafe {
                 let hdrs = rd::rd_kafka_headers_new(dl.headers.len());
-                for ((_, v), name) in dl.headers.iter().zip(&names) {
+                for (name, v) in &dl.headers {
                     rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
                 }
                 let vus = [
@@ -505,7 +504,7 @@ impl Producer {
                 0 => return Ok(()),
                 ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
                 _ => {
-                    let topic = self.dead[&index].letter.topic.clone();
+                    let topic = self.dead[&index].topic.to_string_lossy().into_owned();
                     return Err(self.failure(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
                 }
             }
@@ -602,7 +601,7 @@ impl Producer {
                 }
             } else {
                 let topic = if b == DEAD {
-                    format!("the dead-letter topic {}", self.dead.get(&i).map_or("", |d| d.letter.topic.as_str()))
+                    format!("the dead-letter topic {}", self.dead.get(&i).map_or_else(String::new, |d| d.topic.to_string_lossy().into_owned()))
                 } else {
                     format!("topic {}", self.topic)
                 };

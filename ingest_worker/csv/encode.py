@@ -2,12 +2,15 @@
 
 The compiled core (``csvkafka_core.Encoder``) encodes every record that is plainly valid in
 the doubled-quote dialect, UTF-8: the bulk of any file. A record it has the slightest doubt
-about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, the wrong field count,
-a typed value that does not convert) keeps its slot in the batch and comes here, to Python's
-own csv module, which splits it or says exactly what is wrong with it; its fields then go back
-to the same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro),
-which names the column a value does not convert for. Dialects with an escape character, and
-encodings other than UTF-8, go the exact path record by record.
+about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, a typed value
+quoted with doubled quotes) keeps its slot in the batch and comes here, to Python's own csv
+module, which splits it or says exactly what is wrong with it; its fields then go back to the
+same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro), which
+names the column a value does not convert for. A record the core split without doubt but whose
+field count is wrong or whose value does not convert is a bad row at once (``Batch.bad``):
+Python's csv would split it the same, so the exact path could only say the same; its reason is
+worded here, by the same two functions. Dialects with an escape character, and encodings other
+than UTF-8, go the exact path record by record.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _raise_field_size_limit() -> None:
 _raise_field_size_limit()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BadRow:
     """A row set aside: the CSV or a conversion failed, or Kafka refused its message."""
 
@@ -53,6 +56,18 @@ class BadRow:
     """The record's bytes, without its line terminator."""
     kafka_error: int | None = None
     """Kafka's error code, when Kafka refused the row's message."""
+
+
+def fields_reason(expected: int, found: int) -> str:
+    return f"expected {expected} fields, found {found}"
+
+
+def column_reason(column: str, why: str, value: str) -> str:
+    return f"column {column!r}: {why}: {value!r}"
+
+
+def _offset(b: BadRow) -> int:
+    return b.offset
 
 
 @dataclass
@@ -104,16 +119,31 @@ class ChunkEncoder:
     def encode(self, chunk: Chunk) -> Encoded:
         if self.encoder is None or not self.vectorised:
             return self._encode_exact(chunk)
-        batch = self.encoder.encode(chunk.data, chunk.start_offset, chunk.start_line)
+        data = chunk.data
+        batch = self.encoder.encode(data, chunk.start_offset, chunk.start_line)
         bad: list[BadRow] = []
         for slot, start, end, line, row in batch.exact():
-            got = self.exact_record(chunk.data[start:end], line, chunk.start_row + row,
+            got = self.exact_record(data[start:end], line, chunk.start_row + row,
                                     chunk.start_offset + start)
             if isinstance(got, BadRow):
                 batch.reject(slot)
                 bad.append(got)
             else:
                 batch.fill(slot, *got)
+        found = batch.bad()  # rows plainly bad: the core rejected them, the reason is worded here
+        if found:
+            columns = self.layout.columns
+            doubtful = bool(bad)
+            for start, end, line, row, fields, value in found:
+                if value is None:
+                    reason = fields_reason(len(columns), fields or 0)
+                else:
+                    ci, why, v0, v1 = value
+                    reason = column_reason(columns[ci], why, data[v0:v1].decode())
+                bad.append(BadRow(line, chunk.start_row + row, chunk.start_offset + start, reason,
+                                  strip_eol(data[start:end])))
+            if doubtful:  # two runs in file order, merged
+                bad.sort(key=_offset)
         return Encoded(batch, batch.rows_read, bad, keyed=bool(self.key_idx))
 
     def _encode_exact(self, chunk: Chunk) -> Encoded:
@@ -172,11 +202,11 @@ class ChunkEncoder:
         fields = rows[0]
         columns = layout.columns
         if len(fields) != len(columns):
-            return bad(f"expected {len(columns)} fields, found {len(fields)}")
+            return bad(fields_reason(len(columns), len(fields)))
         assert self.encoder is not None  # a file with no columns has no rows to encode
         value, key, refused = self.encoder.encode_fields(fields, line, offset)
         if refused is not None:
             ci, reason = refused
-            return bad(f"column {columns[ci]!r}: {reason}: {fields[ci]!r}")
+            return bad(column_reason(columns[ci], reason, fields[ci]))
         assert value is not None
         return value, key

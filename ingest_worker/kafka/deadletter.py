@@ -1,6 +1,7 @@
 """The dead-letter record: one per bad row, whatever set it aside (the CSV, a conversion, Kafka).
 
-One definition, for every producer of dead letters and for the verifier:
+The compiled core builds it (``core/src/deadletter.rs``, a chunk's in one call: ``RowProducer.
+send_dead_letters``), and its header names come from there; the verifier reads them here:
 
 * **value**: the row's bytes as in the file, without the line terminator; cut to fit when the
   row is larger than the dead-letter topic takes (``truncated``/``original-length`` say so);
@@ -22,14 +23,10 @@ One definition, for every producer of dead letters and for the verifier:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from csvkafka_core import DEAD_LETTER_HEADERS
 
-if TYPE_CHECKING:  # the verifier reads dead letters without the worker's parsing
-    from ingest_worker.csv.encode import BadRow
-
-REASON, SOURCE, LINE, ROW, OFFSET = "reason", "source", "line", "row", "offset"
-KAFKA_ERROR, TRUNCATED, ORIGINAL_LENGTH = "kafka-error", "truncated", "original-length"
+(REASON, SOURCE, LINE, ROW, OFFSET, KAFKA_ERROR, TRUNCATED,
+ ORIGINAL_LENGTH) = DEAD_LETTER_HEADERS
 
 # What the headers, the record's framing and the batch around it may take, at most (a long
 # reason and URL included): the value gets the rest of the limit.
@@ -38,26 +35,7 @@ DEFAULT_MAX_BYTES = 1_000_000
 """librdkafka's and Kafka's default message size limit (message.max.bytes, max.message.bytes)."""
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-def dead_letter(bad: BadRow, source_url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> DeadLetter:
-    """The dead-letter record of ``bad``, whose whole size stays within ``max_bytes``."""
-    headers = [
-        (REASON, bad.reason.encode()[:4096]),
-        (SOURCE, source_url.encode()[:4096]),
-        (LINE, str(bad.line).encode()),
-        (ROW, str(bad.row).encode()),
-        (OFFSET, str(bad.offset).encode()),
-    ]
-    if bad.kafka_error is not None:
-        headers.append((KAFKA_ERROR, str(bad.kafka_error).encode()))
-    room = max(0, max_bytes - OVERHEAD_BYTES)
-    value = bad.raw
-    if len(value) > room:
-        headers += [(TRUNCATED, b"true"), (ORIGINAL_LENGTH, str(len(value)).encode())]
-        value = value[:room]
-    return DeadLetter(value, headers)
+def value_room(max_bytes: int) -> int:
+    """The most of a row's bytes a dead letter carries, whose whole size stays within
+    ``max_bytes``; a longer row is cut (``truncated``/``original-length`` say so)."""
+    return max(0, max_bytes - OVERHEAD_BYTES)

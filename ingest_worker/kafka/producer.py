@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from csvkafka_core import Batch, KafkaUnavailable, Producer, ProducerFenced, TransactionFailed
 
-from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, DeadLetter
+from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, value_room
+
+if TYPE_CHECKING:
+    from ingest_worker.csv.encode import BadRow
 
 __all__ = ["BLACK_HOLE_DETECTION_S", "DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable",
            "ProducerFenced", "ProducerPool", "Refusal", "RowProducer", "TransactionFailed",
@@ -99,10 +103,15 @@ class RowProducer:
         finally:
             self._forward_logs()
 
-    def send_dead_letter(self, batch: int, topic: str, dl: DeadLetter) -> None:
-        """A dead-letter record that batch ``batch`` waits for before it completes."""
+    def send_dead_letters(self, batch: int, topic: str, source_url: str,
+                          bad: Sequence[BadRow]) -> None:
+        """The dead-letter records of ``bad`` (see :mod:`ingest_worker.kafka.deadletter`), in
+        one call: batch ``batch`` waits for them before it completes."""
+        if not bad:
+            return
         try:
-            self.core.send_dead_letter(batch, topic, dl.value, dl.headers)
+            self.core.send_dead_letters(batch, topic, source_url.encode(),
+                                        value_room(self.max_message_bytes), bad)
         finally:
             self._forward_logs()
 
