@@ -120,6 +120,45 @@ def write_rows(path: Path, rows: int, start: int = 0) -> Path:
     return path
 
 
+def write_mostly_bad(path: Path, rows: int) -> tuple[Path, list[int]]:
+    """Rows as :func:`write_rows` writes them, but only every tenth good; of the others, half
+    with a field missing and half with an amount that is not a float. Returns the file and the
+    physical lines of its bad rows."""
+    bad_lines: list[int] = []
+    with path.open("w") as f:
+        f.write("id,name,amount\n")
+        parts = []
+        for i in range(rows):
+            if i % 10 == 0:
+                parts.append(f"{i},name-{i},{i % 1000}.5\n")
+            else:
+                bad_lines.append(i + 2)
+                parts.append(f"{i},name-{i}\n" if i % 2 else f"{i},name-{i},x{i}\n")
+            if len(parts) >= 100_000:
+                f.write("".join(parts))
+                parts = []
+        f.write("".join(parts))
+    return path, bad_lines
+
+
+def _seconds(text: str) -> float:
+    """``fmt_duration``'s text back to seconds: 12.3s, 4m05s, 1h02m03s."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", text)
+    if not m or not text:
+        raise ValueError(f"not a duration: {text!r}")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def finished_rate(log: str) -> float:
+    """Rows read per second of a worker's run, from the line it logs at the end ("Finished
+    file ... (Duration: 4.2s, Rows: 400000)"): the run itself, not the process's start."""
+    found = re.search(r"Finished file .*\(Duration: (\S+), Rows: (\d+)\)", log)
+    if not found:
+        raise ValueError("no 'Finished file' line in the worker's log")
+    return int(found.group(2)) / max(_seconds(found.group(1)), 1e-3)
+
+
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 

@@ -35,7 +35,7 @@ from ingest_worker.api.spec import (
 from ingest_worker.checkpoint import CheckpointStore, FileCheckpointStore, MemoryCheckpointStore
 from ingest_worker.exitcodes import EXIT_CONFIG
 from ingest_worker.logs import setup_logging
-from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion
+from ingest_worker.run import IngestResult, install_signal_handlers, run_ingestion, tune_gc
 from ingest_worker.schema.settle import SECRET_DIR_ENV
 
 if TYPE_CHECKING:
@@ -249,6 +249,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         metrics.serve(args.metrics_port)
     stop = threading.Event()
     install_signal_handlers(stop)
+    tune_gc()
     with contextlib.ExitStack() as stack:
         errors_log = stack.enter_context(args.errors_log.open("a")) if args.errors_log else None
         result: IngestResult = run_ingestion(

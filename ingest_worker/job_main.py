@@ -177,7 +177,7 @@ def _run_units(
 
 def main() -> int:
     from ingest_worker.logs import setup_logging
-    from ingest_worker.run import install_signal_handlers, run_ingestion
+    from ingest_worker.run import install_signal_handlers, run_ingestion, tune_gc
     from ingest_worker.sources import install_log_scrubbing
 
     setup_logging(os.environ.get("CSVKAFKA_LOG_LEVEL", "INFO"))
@@ -212,6 +212,7 @@ def main() -> int:
         )
         stop = threading.Event()
         install_signal_handlers(stop)
+        tune_gc()
         txn_key = None
         if spec.kafka.delivery is Delivery.EXACTLY_ONCE:
             from ingest_worker.kafka.offsets import CheckpointKey

@@ -9,12 +9,11 @@ are printed, not asserted: speed is for the benchmarks (bench/), never a timed a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.clusterlib import WorkerSampler
+from bench.clusterlib import WorkerSampler, finished_rate, write_mostly_bad, write_rows
 from ingest_worker.verify import CsvFormat, consume, verify
 from tests.conftest import TestEnv, run_kubectl
 from tests.faults.test_faults import report_row
@@ -29,51 +28,10 @@ LOG_BOUND = 1 << 20
 """100 lines of ~234 bytes, and a summary every 10 s: far under this, whatever the file."""
 
 
-def write_mostly_bad(path: Path, rows: int) -> tuple[Path, list[int]]:
-    """Every tenth row good; of the others, half with a field missing and half with an amount
-    that is not a float. Returns the file and the physical lines of its bad rows."""
-    bad_lines: list[int] = []
-    with path.open("w") as f:
-        f.write("id,name,amount\n")
-        parts = []
-        for i in range(rows):
-            line = i + 2
-            if i % 10 == 0:
-                parts.append(f"{i},name-{i},{i % 1000}.5\n")
-            else:
-                bad_lines.append(line)
-                parts.append(f"{i},name-{i}\n" if i % 2 else f"{i},name-{i},x{i}\n")
-            if len(parts) >= 100_000:
-                f.write("".join(parts))
-                parts = []
-        f.write("".join(parts))
-    return path, bad_lines
-
-
-def write_clean(path: Path, rows: int) -> Path:
-    with path.open("w") as f:
-        f.write("id,name,amount\n")
-        for lo in range(0, rows, 100_000):
-            f.write("".join(f"{i},name-{i},{i % 1000}.5\n" for i in range(lo, min(lo + 100_000,
-                                                                                 rows))))
-    return path
-
-
-def _seconds(text: str) -> float:
-    """``fmt_duration``'s text back to seconds: 12.3s, 4m05s, 1h02m03s."""
-    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", text)
-    assert m and text, f"not a duration: {text!r}"
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mi * 60 + s
-
-
 def worker_rate(testenv: TestEnv, ns: str, job: str) -> float:
-    """Rows read per second of the worker's run, from the line it logs at the end ("Finished
-    file ... (Duration: 4.2s, Rows: 400000)"): the run inside the pod, not the pod's start."""
-    text = run_kubectl(testenv, "-n", ns, "logs", f"job/{job}", "-c", "worker").stdout
-    found = re.search(r"Finished file .*\(Duration: (\S+), Rows: (\d+)\)", text)
-    assert found, "no summary line in the worker's log"
-    return int(found.group(2)) / max(_seconds(found.group(1)), 1e-3)
+    """Rows read per second of the worker's run inside the pod, not the pod's start."""
+    return finished_rate(run_kubectl(testenv, "-n", ns, "logs", f"job/{job}", "-c",
+                                     "worker").stdout)
 
 
 def _run(ingestions: Ingestions, data: DataVolume, name: str, csv: Path, topic: str,
@@ -105,7 +63,7 @@ def test_ninety_percent_bad_rows_complete_with_a_small_log_and_every_dead_letter
     new_topic: Callable[..., str],
 ) -> None:
     bootstrap = testenv.kafka_bootstrap
-    clean = write_clean(data.path / "clean.csv", ROWS)
+    clean = write_rows(data.path / "clean.csv", ROWS)
     bad, bad_lines = write_mostly_bad(data.path / "bad.csv", ROWS)
     good = ROWS - len(bad_lines)
 
