@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds chart bench bench-pod-start scale-bench soak load image
+.PHONY: setup core system-deps testenv-up testenv-down testenv-status demo test test-fast lint crds chart bench bench-pod-start bench-bad-rows scale-bench soak load image
 
 # The compiled core (core/, Rust) is built into a cached wheel first: pip finds it there.
 $(VENV)/.installed: pyproject.toml
@@ -74,6 +74,11 @@ scale-bench: testenv-up
 # apply -> first row produced, on the local node (5 runs, by step).
 bench-pod-start: testenv-up
 	$(PY) bench/pod_start.py
+
+# A clean file and the same rows 90% bad (dead-lettered, then counted only), side by side
+# (bench/bad_rows.py; a pod runs 400k of them in CI: tests/faults/test_bad_rows.py).
+bench-bad-rows: testenv-up
+	$(PY) bench/bad_rows.py
 
 # A 20-minute ingestion held at a broker quota: the worker's RSS, open fds and threads every
 # 10 s, their slopes, and the verifier (bench/soak.py; CI runs 2 minutes: tests/faults/test_soak.py).
