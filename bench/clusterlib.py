@@ -1,7 +1,7 @@
-"""What the scripts that drive the local cluster (``soak.py``, ``load.py``) share with the tests
-that run them shorter (``tests/faults/test_soak.py``, ``test_load.py``): the environment, a
-namespace with a data volume, a worker's process as the node sees it, Prometheus text, a
-least-squares slope, percentiles.
+"""What the benchmark scripts (``soak.py``, ``load.py``, ``bad_rows.py``) share with the tests
+that run them shorter (``tests/faults/test_soak.py``, ``test_load.py``, ``test_bad_rows.py``):
+the environment, a namespace with a data volume, the files, a worker's process as the node sees
+it and its rate, Prometheus text, a least-squares slope, percentiles.
 
 Imported as ``clusterlib`` by the scripts (their directory is first on ``sys.path``) and as
 ``bench.clusterlib`` by the tests; it imports the tests' node helpers (``tests/node.py``), so

@@ -35,7 +35,7 @@ from typing import Any
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, CheckpointStore, ChunkDone, Watermark
 from ingest_worker.csv.chunks import Chunk
-from ingest_worker.csv.encode import ChunkEncoder, Encoded
+from ingest_worker.csv.encode import ChunkEncoder, Encoded, offset_of
 from ingest_worker.exitcodes import EXIT_FENCED
 from ingest_worker.kafka.offsets import (
     CheckpointKey,
@@ -300,7 +300,7 @@ class TxnSender(Worker):
         (error code, reason)."""
         extra = [refused_row(chunk, self.cfg.layout, (row, line, offset, *why(offset)))
                  for row, line, offset in held]
-        return replace(encoded, bad=sorted(encoded.bad + extra, key=lambda b: b.offset))
+        return replace(encoded, bad=sorted(encoded.bad + extra, key=offset_of))
 
     def _due(self) -> bool:
         if self.began is None:

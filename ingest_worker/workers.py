@@ -22,7 +22,7 @@ from csvkafka_core import Batch, cut
 
 from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, strip_eol
-from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
+from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, offset_of
 from ingest_worker.exitcodes import EXIT_KAFKA
 from ingest_worker.kafka.producer import (
     Completed,
@@ -195,7 +195,7 @@ class Worker:
                 carrier = producer.send(Batch.from_messages([], None, [], [], [], 0))
                 self._dead_letter(producer, carrier, extra)
                 sent[carrier] = _Sent(s.chunk, s.rows_read, s.published - len(refused),
-                                      sorted(s.bad + extra, key=lambda b: b.offset), s.started)
+                                      sorted(s.bad + extra, key=offset_of), s.started)
                 continue
             fault = producer.fault_seconds()
             self._finished(s.chunk, ChunkResult(s.chunk.seq, self.index, s.rows_read,

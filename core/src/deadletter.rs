@@ -36,6 +36,18 @@ pub struct DeadLetter {
     pub headers: Vec<(&'static CStr, Vec<u8>)>,
 }
 
+/// `text` (UTF-8) cut to at most `max` bytes, on a character boundary.
+fn cut(text: &[u8], max: usize) -> &[u8] {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while end > 0 && text[end] & 0xC0 == 0x80 {
+        end -= 1; // a continuation byte: step back to the character's start
+    }
+    &text[..end]
+}
+
 fn number(n: impl itoa::Integer) -> Vec<u8> {
     itoa::Buffer::new().format(n).as_bytes().to_vec()
 }
@@ -44,8 +56,8 @@ fn number(n: impl itoa::Integer) -> Vec<u8> {
 /// and the headers that say why, where, and which row.
 pub fn dead_letter(bad: &BadRow<'_>, source: &[u8], room: usize) -> DeadLetter {
     let mut headers = Vec::with_capacity(8);
-    headers.push((REASON, bad.reason[..bad.reason.len().min(TEXT_MAX)].to_vec()));
-    headers.push((SOURCE, source[..source.len().min(TEXT_MAX)].to_vec()));
+    headers.push((REASON, cut(bad.reason, TEXT_MAX).to_vec()));
+    headers.push((SOURCE, cut(source, TEXT_MAX).to_vec()));
     headers.push((LINE, number(bad.line)));
     headers.push((ROW, number(bad.row)));
     headers.push((OFFSET, number(bad.offset)));
@@ -77,6 +89,17 @@ mod tests {
         assert_eq!(names(&dl), ["reason", "source", "line", "row", "offset"]);
         assert_eq!(dl.headers[2].1, b"7");
         assert_eq!(dl.headers[4].1, b"120");
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let reason = "é".repeat(3000); // 6000 bytes
+        let bad = BadRow { line: 1, row: 1, offset: 0, reason: reason.as_bytes(), raw: b"x", kafka_error: None };
+        let dl = dead_letter(&bad, b"f", 100);
+        assert_eq!(dl.headers[0].1.len(), 4096);
+        assert!(std::str::from_utf8(&dl.headers[0].1).is_ok());
+        assert_eq!(cut("aé".as_bytes(), 2), b"a");
+        assert_eq!(cut(b"abc", 5), b"abc");
     }
 
     #[test]

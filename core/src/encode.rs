@@ -1,9 +1,9 @@
 //! A chunk of CSV records to Kafka messages: a JSON object per row, and its key.
 //!
 //! This is the strict subset of Python's `csv` that needs no judgement: well-formed quoted and
-//! unquoted fields, valid UTF-8, the right field count, typed values that convert. A record
-//! outside it (any doubt at all) is left to the exact path, Python's own csv module, which
-//! either encodes it or names what is wrong with it; its slot keeps the row's place in order.
+//! unquoted fields, valid UTF-8, no NUL. A record outside it (any doubt at all) is left to the
+//! exact path, Python's own csv module, which either encodes it or names what is wrong with it;
+//! its slot keeps the row's place in order.
 //!
 //! A record split without doubt whose field count is wrong, or whose typed value (not quoted
 //! with doubled quotes) does not convert, is a bad row here: Python's csv would split it into
@@ -59,7 +59,7 @@ pub enum Slot {
     Ready,
     /// Waiting for the exact path.
     Pending,
-    /// A bad row (the exact path said why): not sent.
+    /// A bad row (set aside here, by the exact path, or withheld): not sent.
     Rejected,
 }
 

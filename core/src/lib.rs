@@ -1,8 +1,9 @@
 //! `csvkafka_core`: the data plane's row loop in native code.
 //!
 //! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records, the
-//! wording of a bad row's reason); this module does the per-row work with the GIL released: cutting the
-//! stream on record boundaries, encoding rows as JSON or Avro, partitioning and producing them through
+//! wording of a bad row's reason); this module does the per-row work with the GIL released:
+//! cutting the stream on record boundaries, encoding rows as JSON or Avro, setting aside plainly
+//! bad rows and building their dead letters, partitioning and producing them through
 //! librdkafka's C API, and waiting for their acknowledgements. See `ingest_worker/kafka/` and
 //! `ingest_worker/csv/` for the Python side.
 
@@ -23,7 +24,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyInterruptedError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use encode::{BatchData, Exact, Format, Layout, Msg, Slot};
 use types::{ColType, Column, TimeFormat};
@@ -400,7 +401,8 @@ impl Producer {
     ) -> PyResult<()> {
         let mut letters = Vec::with_capacity(rows.len());
         for r in &rows {
-            let reason: String = r.getattr(intern!(py, "reason"))?.extract()?;
+            let reason = r.getattr(intern!(py, "reason"))?;
+            let reason = reason.downcast::<PyString>()?.to_str()?;
             let raw = r.getattr(intern!(py, "raw"))?;
             let raw = raw.downcast::<PyBytes>()?;
             letters.push(deadletter::dead_letter(&deadletter::BadRow {

@@ -18,7 +18,7 @@
 //! * Dead-letter records belong to a batch too: the batch completes when they are acknowledged.
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CString};
+use std::ffi::{c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use rdkafka_sys::bindings as rd;
 
 use crate::client::{cstring, err_name, msg_err, Client, Failure, ERR_MSG_SIZE_TOO_LARGE, ERR_QUEUE_FULL};
-use std::ffi::CStr;
 use crate::deadletter::DeadLetter;
 use crate::encode::{BatchData, Slot};
 use crate::partition::Partitioner;
@@ -65,7 +64,6 @@ pub struct Refusal {
     pub code: i32,
     pub reason: String,
 }
-
 
 /// Errors retrying cures: timeouts, transport, leadership changes, a topic not known yet, and
 /// records failed only because another record of their request was bad.
@@ -461,9 +459,10 @@ impl Producer {
     /// Dead-letter records (copied: kept for re-sends) of batch `batch`, which completes only
     /// once they are acknowledged.
     pub fn send_dead_letters(&mut self, batch: u32, topic: &str, letters: Vec<DeadLetter>) -> Result<()> {
+        // An error here ends the producer (the caller closes it): nothing is half-counted after.
+        let topic = Arc::new(cstring(topic).map_err(Stop::Config)?);
         let f = self.inflight.get_mut(&batch).ok_or_else(|| Stop::Config(format!("no batch {batch} in flight")))?;
         f.outstanding += letters.len();
-        let topic = Arc::new(cstring(topic).map_err(Stop::Config)?);
         for letter in letters {
             let index = self.next_dead;
             self.next_dead += 1;

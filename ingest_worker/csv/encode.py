@@ -41,7 +41,7 @@ def _raise_field_size_limit() -> None:
 _raise_field_size_limit()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, per bad row
 class BadRow:
     """A row set aside: the CSV or a conversion failed, or Kafka refused its message."""
 
@@ -66,7 +66,8 @@ def column_reason(column: str, why: str, value: str) -> str:
     return f"column {column!r}: {why}: {value!r}"
 
 
-def _offset(b: BadRow) -> int:
+def offset_of(b: BadRow) -> int:
+    """The sort key of bad rows in file order."""
     return b.offset
 
 
@@ -136,14 +137,15 @@ class ChunkEncoder:
             doubtful = bool(bad)
             for start, end, line, row, fields, value in found:
                 if value is None:
-                    reason = fields_reason(len(columns), fields or 0)
+                    assert fields is not None  # one of the two is set
+                    reason = fields_reason(len(columns), fields)
                 else:
                     ci, why, v0, v1 = value
                     reason = column_reason(columns[ci], why, data[v0:v1].decode())
                 bad.append(BadRow(line, chunk.start_row + row, chunk.start_offset + start, reason,
                                   strip_eol(data[start:end])))
             if doubtful:  # two runs in file order, merged
-                bad.sort(key=_offset)
+                bad.sort(key=offset_of)
         return Encoded(batch, batch.rows_read, bad, keyed=bool(self.key_idx))
 
     def _encode_exact(self, chunk: Chunk) -> Encoded:
