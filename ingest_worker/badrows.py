@@ -1,4 +1,10 @@
-"""The pod's log of bad rows: the first few each on a line, then counts (pure; unit-tested).
+"""Bad rows as the run sees them (a chunk's, counted by kind), and the pod's log of them: the
+first few each on a line, then counts (pure; unit-tested).
+
+A chunk's bad rows stay in its batch, in the compiled core (``csvkafka_core.Batch``), which
+words them, counts them by kind and produces their dead letters: a row costs no Python object.
+The run gets :class:`BadRows`, the count and the first few as :class:`BadRow` (every one when
+``--errors-log`` asks for them).
 
 The dead-letter topic keeps every bad row (and ``--errors-log`` writes one line per row on
 the command line); the container log is for someone reading ``kubectl logs``, and it sits on
@@ -14,7 +20,8 @@ half of a clean file's rate.
 So the log holds the first :data:`DEFAULT_LINES` bad rows of the pod (``CSVKAFKA_BAD_ROWS_LOGGED``
 changes it), each with its line number and reason; after those, at most one summary line every
 :data:`SUMMARY_EVERY_S` (the count by kind of reason since the last one, and the last bad line);
-and the run's totals at its end. After the first lines, a bad row costs one dict increment here.
+and the run's totals at its end. After the first lines, a chunk costs a dict increment per
+kind of reason here.
 """
 
 from __future__ import annotations
@@ -22,9 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 DEFAULT_LINES = 100
 """Bad rows logged one by one per pod: enough to see what is wrong with a file."""
@@ -36,17 +42,52 @@ OTHER = "other"
 LINES_ENV = "CSVKAFKA_BAD_ROWS_LOGGED"
 
 
-class BadRowLike(Protocol):
-    """What the log reads of a bad row (:class:`ingest_worker.csv.encode.BadRow`)."""
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much
+class BadRow:
+    """A row set aside: the CSV or a conversion failed, or Kafka refused its message."""
 
-    @property
-    def line(self) -> int: ...
-    @property
-    def row(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def reason(self) -> str: ...
+    line: int
+    """Physical line (1-based) where the record starts."""
+    row: int
+    """Data row number (1-based, header and blank lines excluded)."""
+    offset: int
+    """Byte offset of the record in the (uncompressed) file."""
+    reason: str
+    raw: bytes
+    """The record's bytes, without its line terminator."""
+    kafka_error: int | None
+    """Kafka's error code, when Kafka refused the row's message."""
+    kind: str
+    """The reason without what is particular to its row (the value, a byte position), so rows
+    that fail the same way count together: ``column 'amount': not an int: 'x'`` is ``column
+    'amount': not an int``; ``invalid utf-8 at byte 7 of the row`` is ``invalid utf-8``."""
+
+
+def offset_of(b: BadRow) -> int:
+    """The sort key of bad rows in file order."""
+    return b.offset
+
+
+@dataclass(slots=True)
+class BadRows:
+    """A chunk's bad rows: how many, by kind, the line of the last, and some as rows."""
+
+    count: int = 0
+    last_line: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    rows: list[BadRow] = field(default_factory=list)
+    """In file order: the first of the chunk's (as many as were asked for), and every one Kafka
+    refused."""
+
+    def __len__(self) -> int:
+        return self.count
+
+    def merged(self, other: BadRows) -> BadRows:
+        kinds = dict(self.kinds)
+        for k, n in other.kinds.items():
+            kinds[k] = kinds.get(k, 0) + n
+        return BadRows(self.count + other.count, max(self.last_line, other.last_line), kinds,
+                       sorted(self.rows + other.rows, key=offset_of))
 
 
 @dataclass
@@ -67,18 +108,6 @@ def pod_budget(environ: Mapping[str, str] | None = None) -> LineBudget:
         value = (os.environ if environ is None else environ).get(LINES_ENV, "").strip()
         _pod_budget = LineBudget(int(value) if value.isdigit() else DEFAULT_LINES)
     return _pod_budget
-
-
-def reason_kind(reason: str) -> str:
-    """The reason without what is particular to its row (the value, a byte position), so rows
-    that fail the same way count together: ``column 'amount': not an int: 'x'`` is
-    ``column 'amount': not an int``; ``invalid utf-8 at byte 7 of the row`` is ``invalid
-    utf-8``; ``refused by Kafka: ...`` is ``refused by Kafka``."""
-    if reason.startswith("column "):  # "column NAME: WHY: VALUE", the value last
-        return reason.rpartition(": ")[0]
-    if reason.startswith("invalid "):
-        return reason.partition(" at byte ")[0]
-    return reason.partition(": ")[0]
 
 
 def _count(counts: dict[str, int], kind: str, n: int = 1) -> None:
@@ -110,26 +139,30 @@ class BadRowLog:
         """Every bad row of the run, by kind, as of the last summary."""
         self.last_summary = clock()
 
-    def add(self, bad: Sequence[BadRowLike]) -> None:
-        if not bad:
+    def add(self, bad: BadRows) -> None:
+        if not bad.count:
             return
-        self.rows += len(bad)
-        self.last_line = bad[-1].line
-        first = min(self.budget.left, len(bad))
+        self.rows += bad.count
+        self.last_line = bad.last_line
+        rest = bad.kinds
+        first = min(self.budget.left, len(bad.rows))
         if first > 0:
             self.budget.left -= first
             self.logged += first
-            for b in bad[:first]:
+            rest = dict(rest)
+            for b in bad.rows[:first]:
                 self.log.warning(f"Failed to parse row {b.line}: {b.reason}", extra={
                     "line": b.line, "row": b.row, "offset": b.offset, "reason": b.reason})
-                _count(self.total, reason_kind(b.reason))
+                _count(self.total, b.kind)
+                rest[b.kind] -= 1
         since = self.since
-        for b in bad[first:]:  # counted, never formatted
-            kind = reason_kind(b.reason)
+        for kind, n in rest.items():  # counted, never formatted
+            if n <= 0:
+                continue
             if kind in since:
-                since[kind] += 1
+                since[kind] += n
             else:
-                _count(since, kind)
+                _count(since, kind, n)
         self.tick()
 
     def tick(self) -> None:

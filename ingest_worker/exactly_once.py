@@ -35,7 +35,7 @@ from typing import Any
 from ingest_worker.api.spec import CsvIngestionSpec
 from ingest_worker.checkpoint import Checkpoint, CheckpointStore, ChunkDone, Watermark
 from ingest_worker.csv.chunks import Chunk
-from ingest_worker.csv.encode import ChunkEncoder, Encoded, offset_of
+from ingest_worker.csv.encode import ChunkEncoder, Encoded
 from ingest_worker.exitcodes import EXIT_FENCED
 from ingest_worker.kafka.offsets import (
     CheckpointKey,
@@ -54,7 +54,13 @@ from ingest_worker.kafka.producer import (
     RowProducer,
     producer_config,
 )
-from ingest_worker.workers import ChunkResult, Worker, WorkerConfig, WorkerFailure, refused_row
+from ingest_worker.workers import (
+    ChunkResult,
+    Worker,
+    WorkerConfig,
+    WorkerFailure,
+    set_aside_refused,
+)
 
 log = logging.getLogger("ingest_worker")
 
@@ -285,22 +291,22 @@ class TxnSender(Worker):
         if self.txn.limits is not None and self.txn.limits.compacted:
             held = encoded.batch.withhold_keyless()
             if held:
-                encoded = self._refused(chunk, encoded, held, lambda _offset: KEYLESS)
+                self._refused(chunk, encoded, held, lambda _offset: KEYLESS)
         if self.txn.withheld:
             held = encoded.batch.withhold({o for o in self.txn.withheld
                                            if chunk.start_offset <= o < chunk.end_offset})
             if held:
-                encoded = self._refused(chunk, encoded, held, self.txn.withheld.__getitem__)
+                self._refused(chunk, encoded, held, self.txn.withheld.__getitem__)
         self.open_rows += encoded.rows_read
         self._send(producer, chunk, encoded, time.monotonic(), self._sent)
 
     def _refused(self, chunk: Chunk, encoded: Encoded, held: list[tuple[int, int, int]],
-                 why: Callable[[int], tuple[int, str]]) -> Encoded:
-        """``encoded`` with the ``held`` rows as bad rows, refused by Kafka for ``why(offset)``:
-        (error code, reason)."""
-        extra = [refused_row(chunk, self.cfg.layout, (row, line, offset, *why(offset)))
-                 for row, line, offset in held]
-        return replace(encoded, bad=sorted(encoded.bad + extra, key=offset_of))
+                 why: Callable[[int], tuple[int, str]]) -> None:
+        """Sets the ``held`` rows aside in ``encoded``'s batch, refused by Kafka for
+        ``why(offset)``: (error code, reason)."""
+        for row, line, offset in held:
+            set_aside_refused(encoded.batch, chunk, self.cfg.layout,
+                              (row, line, offset, *why(offset)))
 
     def _due(self) -> bool:
         if self.began is None:

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, TextIO, cast
 import orjson
 
 from ingest_worker.api.spec import CsvIngestionSpec, Delivery, Kafka, OnSourceChange
-from ingest_worker.badrows import BadRowLog, pod_budget
+from ingest_worker.badrows import BadRowLog, BadRows, pod_budget
 from ingest_worker.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -45,7 +45,6 @@ from ingest_worker.csv.dialect import (
     read_header,
     resolve_layout,
 )
-from ingest_worker.csv.encode import BadRow
 from ingest_worker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FATAL,
@@ -347,6 +346,7 @@ class _Run:
                                             spec.kafka.producer_properties),
             retry_budget_s=float(spec.kafka.retry_budget_seconds),
             producers=self.producers,
+            every_bad_row=self.errors_log is not None,
         )
         n = spec.worker.parallelism
         if self.txn is not None:
@@ -400,7 +400,7 @@ class _Run:
         fatal: _Fatal | None = None
         stopping_since: float | None = None
         save_rows = max(1, spec.checkpoint.every_rows // 2)
-        bad_by_seq: dict[int, list[BadRow]] = {}
+        bad_by_seq: dict[int, BadRows] = {}
         told_end = False
         try:
             while True:
@@ -435,7 +435,7 @@ class _Run:
                                         len(msg.bad), len(chunk.data)))
                     for seq in range(before, wm.next_seq):
                         reader.slots.release()
-                        self._report_bad(bad_by_seq.pop(seq, []))
+                        self._report_bad(bad_by_seq.pop(seq, None))
                     why = over_budget(spec.errors, self.failed, self.read)
                     if why is not None:
                         raise _Fatal(why, EXIT_TOO_MANY_ERRORS)
@@ -543,14 +543,17 @@ class _Run:
                 m.lines.labels("error").inc(len(r.bad))
                 m.errors.inc(len(r.bad))
 
-    def _report_bad(self, bad: list[BadRow]) -> None:
+    def _report_bad(self, bad: BadRows | None) -> None:
         """Logs bad rows (a sample and counts: :mod:`ingest_worker.badrows`), and every one of
         them to the errors log; called in file order, as the watermark passes their chunk."""
+        if bad is None:
+            return
         self.bad_log.add(bad)
         out = self.errors_log
-        if out is None or not bad:
+        if out is None:
             return
-        for b in bad:
+        assert len(bad.rows) == bad.count  # the workers report every one (every_bad_row)
+        for b in bad.rows:
             out.write(orjson.dumps({
                 "line": b.line, "row": b.row, "offset": b.offset, "reason": b.reason,
                 "source": self.spec.source.url}).decode() + "\n")

@@ -20,9 +20,10 @@ from typing import Any
 
 from csvkafka_core import Batch, cut
 
+from ingest_worker.badrows import BadRows, pod_budget
 from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, strip_eol
-from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded, offset_of
+from ingest_worker.csv.encode import ChunkEncoder, Encoded, bad_rows
 from ingest_worker.exitcodes import EXIT_KAFKA
 from ingest_worker.kafka.producer import (
     Completed,
@@ -45,6 +46,12 @@ class WorkerConfig:
     producers: ProducerPool | None = None
     """Where the producers come from and go back to when the run ends well (a pod's run of
     many units); None: each worker makes its own and closes it."""
+    every_bad_row: bool = False
+    """Every bad row is reported as a row (an errors log writes them all); otherwise only as
+    many as the pod's log still writes one by one, and the rest counted."""
+
+    def bad_rows_wanted(self) -> int | None:
+        return None if self.every_bad_row else max(0, pod_budget().left)
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,7 @@ class ChunkResult:
     worker: int
     rows_read: int
     rows_published: int
-    bad: list[BadRow]
-    """In file order."""
+    bad: BadRows
     seconds: float
     kafka_fault_s: float = 0.0
     """Seconds this worker's producer spent in Kafka faults since its previous report."""
@@ -80,7 +86,7 @@ class _Sent:
     chunk: Chunk
     rows_read: int
     published: int
-    bad: list[BadRow]
+    bad: BadRows
     started: float
 
 
@@ -88,14 +94,15 @@ _IDLE = object()
 """No chunk came: serve the producer's reports only."""
 
 
-def refused_row(chunk: Chunk, layout: Layout, refusal: Refusal) -> BadRow:
-    """The bad row for a message Kafka refused: its record, read back from the chunk."""
+def set_aside_refused(batch: Batch, chunk: Chunk, layout: Layout, refusal: Refusal) -> None:
+    """Sets aside in ``batch`` a row whose message Kafka refused: its record, read back from
+    the chunk."""
     row, line, offset, code, reason = refusal
     rel = offset - chunk.start_offset
     cuts = cut(chunk.data[rel:], layout.delimiter_byte, layout.quote_byte, True, 1, 1)
     end = cuts[0][0] if cuts else len(chunk.data) - rel
     raw = strip_eol(chunk.data[rel : rel + end])
-    return BadRow(line, chunk.start_row + row, offset, f"refused by Kafka: {reason}", raw, code)
+    batch.set_aside(line, chunk.start_row + row, offset, f"refused by Kafka: {reason}", raw, code)
 
 
 class Worker:
@@ -172,17 +179,16 @@ class Worker:
     def _send(self, producer: RowProducer, chunk: Chunk, encoded: Encoded, started: float,
               sent: dict[int, _Sent]) -> None:
         published = len(encoded)
-        batch = producer.send(encoded.batch)
-        self._dead_letter(producer, batch, encoded.bad)
-        sent[batch] = _Sent(chunk, encoded.rows_read, published, encoded.bad, started)
+        bad = encoded.bad(self.cfg.bad_rows_wanted())
+        batch = self._send_batch(producer, encoded.batch)
+        sent[batch] = _Sent(chunk, encoded.rows_read, published, bad, started)
         if not self.sent_any:
             self.sent_any = True
             log.debug("First batch sent", extra={"unix_time": time.time()})
 
-    def _dead_letter(self, producer: RowProducer, batch: int, bad: list[BadRow]) -> None:
-        if self.cfg.dead_letter_topic:
-            producer.send_dead_letters(batch, self.cfg.dead_letter_topic,
-                                       self.cfg.layout.source_url, bad)
+    def _send_batch(self, producer: RowProducer, batch: Batch) -> int:
+        """The batch's messages, and its bad rows to the dead-letter topic if there is one."""
+        return producer.send(batch, self.cfg.dead_letter_topic or None, self.cfg.layout.source_url)
 
     def _report(self, producer: RowProducer, done: list[Completed],
                 sent: dict[int, _Sent]) -> None:
@@ -191,11 +197,13 @@ class Worker:
         for batch, refused in done:
             s = sent.pop(batch)
             if refused:
-                extra = [refused_row(s.chunk, self.cfg.layout, r) for r in refused]
-                carrier = producer.send(Batch.from_messages([], None, [], [], [], 0))
-                self._dead_letter(producer, carrier, extra)
-                sent[carrier] = _Sent(s.chunk, s.rows_read, s.published - len(refused),
-                                      sorted(s.bad + extra, key=offset_of), s.started)
+                carrier = Batch.from_messages([], None, [], [], [], 0)
+                for r in refused:
+                    set_aside_refused(carrier, s.chunk, self.cfg.layout, r)
+                extra = bad_rows(carrier)
+                sent[self._send_batch(producer, carrier)] = _Sent(
+                    s.chunk, s.rows_read, s.published - len(refused), s.bad.merged(extra),
+                    s.started)
                 continue
             fault = producer.fault_seconds()
             self._finished(s.chunk, ChunkResult(s.chunk.seq, self.index, s.rows_read,

@@ -1,9 +1,11 @@
 //! The dead-letter record: one per bad row, whatever set it aside (the CSV, a conversion,
-//! Kafka). Built here, in one call per chunk, for every producer of dead letters; its fields
+//! Kafka). Built here, from the batch the row belongs to, as the batch is produced; its fields
 //! are documented, and its header names read by the verifier, in
 //! `ingest_worker/kafka/deadletter.py` (which takes them from `HEADERS`).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
+
+use crate::badrows::{BadRows, SetAside};
 
 pub const REASON: &CStr = c"reason";
 pub const SOURCE: &CStr = c"source";
@@ -20,20 +22,12 @@ pub const HEADERS: [&CStr; 8] = [REASON, SOURCE, LINE, ROW, OFFSET, KAFKA_ERROR,
 /// A header's text is cut to this (a reason carries a value of the row; a URL is long).
 const TEXT_MAX: usize = 4096;
 
-/// A bad row, as the caller knows it.
-pub struct BadRow<'a> {
-    pub line: u64,
-    pub row: u64,
-    pub offset: u64,
-    pub reason: &'a [u8],
-    pub raw: &'a [u8],
-    pub kafka_error: Option<i64>,
-}
-
-/// A dead-letter record ready to produce (its topic is the producer's).
-pub struct DeadLetter {
-    pub value: Vec<u8>,
-    pub headers: Vec<(&'static CStr, Vec<u8>)>,
+/// Where a batch's dead letters go: the topic, the file they come from (the `source`
+/// header), and the most of a row's bytes a record holds.
+pub struct Target {
+    pub topic: CString,
+    pub source: Vec<u8>,
+    pub room: usize,
 }
 
 /// `text` (UTF-8) cut to at most `max` bytes, on a character boundary.
@@ -48,66 +42,76 @@ fn cut(text: &[u8], max: usize) -> &[u8] {
     &text[..end]
 }
 
-fn number(n: impl itoa::Integer) -> Vec<u8> {
-    itoa::Buffer::new().format(n).as_bytes().to_vec()
-}
-
-/// The record of `bad`, from the file `source`: the row's bytes (cut to `room`, saying so)
-/// and the headers that say why, where, and which row.
-pub fn dead_letter(bad: &BadRow<'_>, source: &[u8], room: usize) -> DeadLetter {
-    let mut headers = Vec::with_capacity(8);
-    headers.push((REASON, cut(bad.reason, TEXT_MAX).to_vec()));
-    headers.push((SOURCE, cut(source, TEXT_MAX).to_vec()));
-    headers.push((LINE, number(bad.line)));
-    headers.push((ROW, number(bad.row)));
-    headers.push((OFFSET, number(bad.offset)));
-    if let Some(code) = bad.kafka_error {
-        headers.push((KAFKA_ERROR, number(code)));
+/// The dead letter of row `r` of `bad`, for `to`: its value (the row's bytes, cut to the
+/// room) and, through `header`, the headers that say why, where, and which row (and that the
+/// value was cut, when it was). Nothing is allocated: the caller's client copies the headers.
+pub fn letter<'a>(bad: &'a BadRows, r: &SetAside, to: &Target, mut header: impl FnMut(&CStr, &[u8])) -> &'a [u8] {
+    header(REASON, cut(bad.reason(r).as_bytes(), TEXT_MAX));
+    header(SOURCE, cut(&to.source, TEXT_MAX));
+    let mut n = itoa::Buffer::new();
+    header(LINE, n.format(r.line).as_bytes());
+    header(ROW, n.format(r.row).as_bytes());
+    header(OFFSET, n.format(r.offset).as_bytes());
+    if let Some(code) = r.kafka_error {
+        header(KAFKA_ERROR, n.format(code).as_bytes());
     }
-    let mut value = bad.raw;
-    if value.len() > room {
-        headers.push((TRUNCATED, b"true".to_vec()));
-        headers.push((ORIGINAL_LENGTH, number(value.len())));
-        value = &value[..room];
+    let value = bad.raw(r);
+    if value.len() > to.room {
+        header(TRUNCATED, b"true");
+        header(ORIGINAL_LENGTH, n.format(value.len()).as_bytes());
+        return &value[..to.room];
     }
-    DeadLetter { value: value.to_vec(), headers }
+    value
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn names(dl: &DeadLetter) -> Vec<&str> {
-        dl.headers.iter().map(|(k, _)| k.to_str().unwrap()).collect()
+    fn build(bad: &BadRows, room: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+        let to = Target { topic: CString::new("dlq").unwrap(), source: b"s3://b/f.csv".to_vec(), room };
+        let mut headers = Vec::new();
+        let value = letter(bad, &bad.rows[0], &to, |k, v| headers.push((k.to_str().unwrap().to_string(), v.to_vec())));
+        (value.to_vec(), headers)
+    }
+
+    fn names(headers: &[(String, Vec<u8>)]) -> Vec<&str> {
+        headers.iter().map(|(k, _)| k.as_str()).collect()
     }
 
     #[test]
     fn headers_say_why_where_and_which_row() {
-        let bad = BadRow { line: 7, row: 5, offset: 120, reason: b"expected 3 fields, found 2", raw: b"a,b", kafka_error: None };
-        let dl = dead_letter(&bad, b"s3://b/f.csv", 100);
-        assert_eq!(dl.value, b"a,b");
-        assert_eq!(names(&dl), ["reason", "source", "line", "row", "offset"]);
-        assert_eq!(dl.headers[2].1, b"7");
-        assert_eq!(dl.headers[4].1, b"120");
+        let mut bad = BadRows::default();
+        bad.push_fields(7, 5, 120, b"a,b", 3, 2);
+        let (value, headers) = build(&bad, 100);
+        assert_eq!(value, b"a,b");
+        assert_eq!(names(&headers), ["reason", "source", "line", "row", "offset"]);
+        assert_eq!(headers[0].1, b"expected 3 fields, found 2");
+        assert_eq!(headers[1].1, b"s3://b/f.csv");
+        assert_eq!(headers[2].1, b"7");
+        assert_eq!(headers[4].1, b"120");
     }
 
     #[test]
     fn long_texts_are_cut_on_a_character_boundary() {
         let reason = "é".repeat(3000); // 6000 bytes
-        let bad = BadRow { line: 1, row: 1, offset: 0, reason: reason.as_bytes(), raw: b"x", kafka_error: None };
-        let dl = dead_letter(&bad, b"f", 100);
-        assert_eq!(dl.headers[0].1.len(), 4096);
-        assert!(std::str::from_utf8(&dl.headers[0].1).is_ok());
+        let mut bad = BadRows::default();
+        bad.push(1, 1, 0, b"x", &reason, None);
+        let (_, headers) = build(&bad, 100);
+        assert_eq!(headers[0].1.len(), 4096);
+        assert!(std::str::from_utf8(&headers[0].1).is_ok());
         assert_eq!(cut("aé".as_bytes(), 2), b"a");
         assert_eq!(cut(b"abc", 5), b"abc");
     }
 
     #[test]
     fn a_row_larger_than_the_room_is_cut_and_says_so() {
-        let bad = BadRow { line: 1, row: 1, offset: 0, reason: b"refused by Kafka", raw: &[b'x'; 50], kafka_error: Some(10) };
-        let dl = dead_letter(&bad, b"f", 20);
-        assert_eq!(dl.value.len(), 20);
-        assert_eq!(names(&dl), ["reason", "source", "line", "row", "offset", "kafka-error", "truncated", "original-length"]);
-        assert_eq!(dl.headers[7].1, b"50");
+        let mut bad = BadRows::default();
+        bad.push(1, 1, 0, &[b'x'; 50], "refused by Kafka: MSG_SIZE_TOO_LARGE", Some(10));
+        let (value, headers) = build(&bad, 20);
+        assert_eq!(value.len(), 20);
+        assert_eq!(names(&headers), ["reason", "source", "line", "row", "offset", "kafka-error", "truncated", "original-length"]);
+        assert_eq!(headers[5].1, b"10");
+        assert_eq!(headers[7].1, b"50");
     }
 }

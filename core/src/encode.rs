@@ -6,11 +6,13 @@
 //! its slot keeps the row's place in order.
 //!
 //! A record split without doubt whose field count is wrong, or whose typed value (not quoted
-//! with doubled quotes) does not convert, is a bad row here: Python's csv would split it into
-//! the same fields and `convert` would refuse the same bytes, so the exact path could only
-//! say the same. Its slot is rejected at once and the caller words the reason (`Bad`).
+//! with doubled quotes, ASCII) does not convert, is a bad row here: Python's csv would split it
+//! into the same fields and `convert` would refuse the same bytes, so the exact path could only
+//! say the same. Its slot is rejected at once and the row, worded, joins the batch's bad rows
+//! (`crate::badrows`).
 
 use crate::avro;
+use crate::badrows::BadRows;
 use crate::json;
 use crate::records::{is_blank, record_end, Dialect};
 use crate::types::{convert, trim, ColType, Column, Val};
@@ -39,6 +41,8 @@ pub struct Layout {
     pub source: Option<Vec<u8>>,
     /// JSON: `,"_id":"<prefix>-`; Avro: `<prefix>-`. When event ids are on.
     pub id_prefix: Option<Vec<u8>>,
+    /// Each column's name as Python's `repr` writes it: a bad row's reason quotes it.
+    pub names: Vec<String>,
 }
 
 /// One message of a batch, by position in the batch's buffers.
@@ -77,6 +81,8 @@ pub struct BatchData {
     pub values: Vec<u8>,
     pub keys: Vec<u8>,
     pub msgs: Vec<Msg>,
+    /// The chunk's bad rows: their dead letters go with the batch.
+    pub bad: BadRows,
 }
 
 impl BatchData {
@@ -220,51 +226,35 @@ fn avro_value(out: &mut Vec<u8>, v: Val) {
 /// A row that cannot be encoded: the column (by index) and why.
 pub type Refused = (usize, String);
 
-/// Why a record split without doubt is a bad row.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Why {
-    /// The fields it has (the layout has another count).
-    Fields(usize),
-    /// A value that does not convert: its column, why, and where the value is in the chunk.
-    Value { column: usize, reason: String, start: usize, end: usize },
-}
-
-/// A bad row found without the exact path: its slot (rejected) and where it is in the chunk.
-pub struct Bad {
-    pub start: usize,
-    pub end: usize,
-    pub line: u64,
-    pub row: u64,
-    pub why: Why,
-}
-
 /// What `encode_record` made of one record.
 enum Outcome {
     Encoded,
     Doubt,
-    Bad(Why),
+    /// The fields it has (the layout has another count).
+    Fields(usize),
+    /// A value that does not convert: its column, why, and where it is in the record.
+    Value { column: usize, why: String, start: usize, end: usize },
 }
 
 /// What `encode` made of a chunk.
 pub struct Encoded {
     pub data: BatchData,
     pub exact: Vec<Exact>,
-    pub bad: Vec<Bad>,
     pub rows_read: u64,
 }
 
 impl Layout {
-    /// Encodes the records of `chunk` (whole records, from the reader's cut). `offset` and
-    /// `line` are the chunk's position in the file.
-    pub fn encode(&self, chunk: &[u8], offset: u64, line: u64) -> Encoded {
+    /// Encodes the records of `chunk` (whole records, from the reader's cut). `offset`, `line`
+    /// and `row` are the chunk's position in the file (`row`: the data rows before it).
+    pub fn encode(&self, chunk: &[u8], offset: u64, line: u64, row: u64) -> Encoded {
         let d = self.dialect;
         let mut data = BatchData {
             values: Vec::with_capacity(chunk.len() * 3),
             keys: Vec::with_capacity(if self.key_columns.is_empty() { 0 } else { chunk.len() / 4 }),
             msgs: Vec::with_capacity(chunk.len() / 64 + 1),
+            bad: BadRows::default(),
         };
         let mut exact = Vec::new();
-        let mut bad = Vec::new();
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
         let (mut pos, mut line_no, mut rows) = (0usize, line, 0u64);
         let mut scratch = Vec::new();
@@ -297,27 +287,23 @@ impl Layout {
                 data.keys.truncate(k0);
                 msg.value = (v0, 0);
                 msg.key = (k0, 0);
+                msg.state = Slot::Rejected;
             }
+            let at = (rec_line, row + rows, msg.offset);
             match outcome {
                 Outcome::Encoded => {}
                 Outcome::Doubt => {
                     msg.state = Slot::Pending;
                     exact.push(Exact { slot: data.msgs.len(), start: rec_pos, end, line: rec_line, row: rows });
                 }
-                Outcome::Bad(why) => {
-                    msg.state = Slot::Rejected;
-                    let why = match why {
-                        Why::Value { column, reason, start, end } => {
-                            Why::Value { column, reason, start: start + rec_pos, end: end + rec_pos }
-                        }
-                        w => w,
-                    };
-                    bad.push(Bad { start: rec_pos, end, line: rec_line, row: rows, why });
+                Outcome::Fields(found) => data.bad.push_fields(at.0, at.1, at.2, body, self.columns.len(), found),
+                Outcome::Value { column, why, start, end } => {
+                    data.bad.push_value(at.0, at.1, at.2, body, &self.names[column], &why, &body[start..end]);
                 }
             }
             data.msgs.push(msg);
         }
-        Encoded { data, exact, bad, rows_read: rows }
+        Encoded { data, exact, rows_read: rows }
     }
 
     fn encode_record(
@@ -329,15 +315,16 @@ impl Layout {
             return Outcome::Doubt;
         }
         if fields.len() != self.columns.len() {
-            return Outcome::Bad(Why::Fields(fields.len()));
+            return Outcome::Fields(fields.len());
         }
         match self.write_row(body, fields, line, offset, data, scratch) {
             Ok(()) => Outcome::Encoded,
-            // A typed value with doubled quotes: Python unquotes it before converting.
-            Err((i, _)) if fields[i].doubled => Outcome::Doubt,
-            Err((column, reason)) => {
+            // A typed value with doubled quotes: Python unquotes it before converting. One
+            // that is not ASCII: Python's repr of it needs Python's Unicode database.
+            Err((i, _)) if fields[i].doubled || !body[fields[i].start..fields[i].end].is_ascii() => Outcome::Doubt,
+            Err((column, why)) => {
                 let f = fields[column];
-                Outcome::Bad(Why::Value { column, reason, start: f.start, end: f.end })
+                Outcome::Value { column, why, start: f.start, end: f.end }
             }
         }
     }
@@ -507,14 +494,20 @@ mod tests {
             key_frame: None,
             source: None,
             id_prefix: Some(b",\"_id\":\"p-".to_vec()),
+            names: (0..types.len()).map(|i| format!("'c{i}'")).collect(),
         }
+    }
+
+    fn bad(e: &Encoded) -> Vec<(u64, u64, u64, String, String)> {
+        let b = &e.data.bad;
+        b.rows.iter().map(|r| (r.line, r.row, r.offset, String::from_utf8(b.raw(r).to_vec()).unwrap(), b.reason(r).to_string())).collect()
     }
 
     #[test]
     fn encodes_rows_and_leaves_doubtful_ones() {
         let l = layout(&[ColType::Str, ColType::Int]);
         let chunk = b"a,1\n\"x,\"\"y\",2\r\n\nb\"c,3\nd,x\n";
-        let e = l.encode(chunk, 100, 5);
+        let e = l.encode(chunk, 100, 5, 10);
         let vals: Vec<_> = e.data.msgs.iter().map(|m| String::from_utf8(e.data.value(m).to_vec()).unwrap()).collect();
         assert_eq!(vals[0], r#"{"c0":"a","c1":1,"_id":"p-100"}"#);
         assert_eq!(vals[1], r#"{"c0":"x,\"y","c1":2,"_id":"p-104"}"#);
@@ -523,25 +516,26 @@ mod tests {
         assert_eq!(e.exact.iter().map(|x| x.slot).collect::<Vec<_>>(), vec![2]);
         assert_eq!(e.rows_read, 4);
         assert_eq!(e.exact[0].line, 8);
-        // "x" is plainly not an int: a bad row without the exact path, its value located.
-        assert_eq!(e.bad.len(), 1);
-        assert_eq!((e.bad[0].line, e.bad[0].row), (9, 4));
-        assert_eq!(&chunk[e.bad[0].start..e.bad[0].end], b"d,x\n");
+        // "x" is plainly not an int: a bad row without the exact path, worded here.
+        assert_eq!(bad(&e), [(9, 14, 122, "d,x".into(), "column 'c1': not an int: 'x'".into())]);
         assert_eq!(e.data.msgs[3].state, Slot::Rejected);
-        match &e.bad[0].why {
-            Why::Value { column, reason, start, end } => {
-                assert_eq!((*column, reason.as_str(), &chunk[*start..*end]), (1, "not an int", &b"x"[..]));
-            }
-            w => panic!("{w:?}"),
-        }
+        assert_eq!(e.data.bad.kind(&e.data.bad.rows[0]), "column 'c1': not an int");
+    }
+
+    #[test]
+    fn a_value_not_ascii_is_left_to_the_exact_path() {
+        let l = layout(&[ColType::Str, ColType::Int]);
+        let e = l.encode("a,é\n".as_bytes(), 0, 1, 0);
+        assert!(e.data.bad.rows.is_empty());
+        assert_eq!(e.exact.len(), 1);
     }
 
     #[test]
     fn a_wrong_field_count_is_bad_and_a_doubled_typed_value_is_doubt() {
         let l = layout(&[ColType::Str, ColType::Int]);
-        let e = l.encode(b"a\n\"b\",1,2\nc,\"1\"\"\"\n", 0, 1);
-        assert_eq!(e.bad.iter().map(|b| (b.row, &b.why)).collect::<Vec<_>>(),
-                   vec![(1, &Why::Fields(1)), (2, &Why::Fields(3))]);
+        let e = l.encode(b"a\n\"b\",1,2\nc,\"1\"\"\"\n", 0, 1, 0);
+        let reasons: Vec<_> = bad(&e).into_iter().map(|b| (b.1, b.4)).collect();
+        assert_eq!(reasons, [(1, "expected 2 fields, found 1".into()), (2, "expected 2 fields, found 3".into())]);
         assert_eq!(e.exact.iter().map(|x| x.row).collect::<Vec<_>>(), vec![3]);
     }
 
@@ -552,7 +546,7 @@ mod tests {
         l.frame = vec![0, 0, 0, 0, 7];
         l.columns[2].scale = 2;
         l.id_prefix = Some(b"p-".to_vec());
-        let e = l.encode(b"ab,-1,1.5\n,,\n", 10, 1);
+        let e = l.encode(b"ab,-1,1.5\n,,\n", 10, 1, 0);
         let v: Vec<_> = e.data.msgs.iter().map(|m| e.data.value(m).to_vec()).collect();
         // "ab"; union branch 1, long -1; branch 1, bytes [0, 150] (150 is negative in one byte); "p-10"
         assert_eq!(v[0], [&[0, 0, 0, 0, 7, 4, b'a', b'b', 2, 1, 2, 4, 0, 150][..], b"\x08p-10"].concat());

@@ -1,13 +1,15 @@
 //! `csvkafka_core`: the data plane's row loop in native code.
 //!
-//! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records, the
-//! wording of a bad row's reason); this module does the per-row work with the GIL released:
-//! cutting the stream on record boundaries, encoding rows as JSON or Avro, setting aside plainly
-//! bad rows and building their dead letters, partitioning and producing them through
-//! librdkafka's C API, and waiting for their acknowledgements. See `ingest_worker/kafka/` and
+//! Python keeps the decisions (the run, checkpoints, the exact path for doubtful records); this
+//! module does the per-row work with the GIL released: cutting the stream on record boundaries,
+//! encoding rows as JSON or Avro, setting aside plainly bad rows (worded, counted by kind, and
+//! kept in their batch: Python sees a count, and rows only as many as it asks for),
+//! partitioning and producing rows and dead letters through librdkafka's C API, and waiting
+//! for their acknowledgements. See `ingest_worker/kafka/` and
 //! `ingest_worker/csv/` for the Python side.
 
 mod avro;
+mod badrows;
 mod client;
 mod deadletter;
 mod encode;
@@ -22,9 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyInterruptedError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use encode::{BatchData, Exact, Format, Layout, Msg, Slot};
 use types::{ColType, Column, TimeFormat};
@@ -99,7 +100,7 @@ impl Encoder {
     #[pyo3(signature = (names, columns, key_columns, delimiter, quote, source=None, id_prefix=None, avro=false, frame=Vec::new(), order=None, key_frame=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        names: Vec<String>, columns: Vec<ColumnTuple>, key_columns: Vec<usize>, delimiter: u8, quote: Option<u8>,
+        py: Python<'_>, names: Vec<String>, columns: Vec<ColumnTuple>, key_columns: Vec<usize>, delimiter: u8, quote: Option<u8>,
         source: Option<String>, id_prefix: Option<String>, avro: bool, frame: Vec<u8>, order: Option<Vec<usize>>,
         key_frame: Option<Vec<u8>>,
     ) -> PyResult<Self> {
@@ -141,14 +142,16 @@ impl Encoder {
                 key_frame,
                 source,
                 id_prefix,
+                names: names.iter().map(|n| Ok(PyString::new(py, n).repr()?.to_str()?.to_owned())).collect::<PyResult<_>>()?,
             },
         })
     }
 
-    /// The messages of one chunk of whole records; `offset` and `line` are where it starts.
-    fn encode(&self, py: Python<'_>, chunk: &[u8], offset: u64, line: u64) -> Batch {
-        let e = py.allow_threads(|| self.layout.encode(chunk, offset, line));
-        Batch { data: Some(e.data), exact: e.exact, bad: e.bad, rows_read: e.rows_read }
+    /// The messages of one chunk of whole records; `offset`, `line` and `row` (the data rows
+    /// before it) are where it starts.
+    fn encode(&self, py: Python<'_>, chunk: &[u8], offset: u64, line: u64, row: u64) -> Batch {
+        let e = py.allow_threads(|| self.layout.encode(chunk, offset, line, row));
+        Batch { data: Some(e.data), exact: e.exact, rows_read: e.rows_read }
     }
 
     /// One record's fields as Python's csv split them: (value, key, None), or (None, None,
@@ -191,16 +194,19 @@ fn check(column: ColumnTuple, text: &str, avro: bool) -> PyResult<Option<String>
     Ok(types::convert(text.as_bytes(), &col, avro).err())
 }
 
-/// The messages of one chunk, in file order. Slots the exact path must decide are filled (or
-/// rejected) before the batch is sent; once sent, the producer owns it.
+/// The messages of one chunk, in file order, and its bad rows. Slots the exact path must decide
+/// are filled (or rejected, the row set aside) before the batch is sent; once sent, the
+/// producer owns it.
 #[pyclass(module = "csvkafka_core")]
 struct Batch {
     data: Option<BatchData>,
     exact: Vec<Exact>,
-    bad: Vec<encode::Bad>,
     #[pyo3(get)]
     rows_read: u64,
 }
+
+/// A bad row as Python reads it: (line, row, offset, reason, raw, kafka_error, kind).
+type BadRowTuple<'py> = (u64, u64, u64, Bound<'py, PyString>, Bound<'py, PyBytes>, Option<i64>, Bound<'py, PyString>);
 
 impl Batch {
     fn data(&self) -> PyResult<&BatchData> {
@@ -246,7 +252,7 @@ impl Batch {
                 state: Slot::Ready,
             });
         }
-        Ok(Batch { data: Some(data), exact: Vec::new(), bad: Vec::new(), rows_read })
+        Ok(Batch { data: Some(data), exact: Vec::new(), rows_read })
     }
 
     /// Records for the exact path: (slot, start, end, line, row) with start/end in the chunk
@@ -255,18 +261,41 @@ impl Batch {
         self.exact.iter().map(|x| (x.slot, x.start, x.end, x.line, x.row)).collect()
     }
 
-    /// Bad rows the encoder found without the exact path (their slots are rejected):
-    /// (start, end, line, row, fields, value) with start/end in the chunk and row counted as in
-    /// `exact`; `fields` is the count a record with the wrong one has, `value` (column index,
-    /// why, start, end) the value that does not convert.
-    #[allow(clippy::type_complexity)]
-    fn bad(&self) -> Vec<(usize, usize, u64, u64, Option<usize>, Option<(usize, String, usize, usize)>)> {
-        self.bad.iter().map(|b| match &b.why {
-            encode::Why::Fields(n) => (b.start, b.end, b.line, b.row, Some(*n), None),
-            encode::Why::Value { column, reason, start, end } => {
-                (b.start, b.end, b.line, b.row, None, Some((*column, reason.clone(), *start, *end)))
-            }
-        }).collect()
+    /// Sets a row aside whose reason is worded by the caller (the exact path's, or Kafka's
+    /// refusal): it joins the batch's bad rows, in file order by `offset`.
+    #[pyo3(signature = (line, row, offset, reason, raw, kafka_error=None))]
+    fn set_aside(&mut self, line: u64, row: u64, offset: u64, reason: &str, raw: &[u8], kafka_error: Option<i64>) -> PyResult<()> {
+        self.data_mut()?.bad.push(line, row, offset, raw, reason, kafka_error);
+        Ok(())
+    }
+
+    /// The bad rows: (count, line of the last, {kind: count}).
+    fn bad_summary<'py>(&mut self, py: Python<'py>) -> PyResult<(usize, u64, Bound<'py, PyDict>)> {
+        let bad = &mut self.data_mut()?.bad;
+        bad.sort();
+        let kinds = PyDict::new(py);
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for r in &bad.rows {
+            *counts.entry(bad.kind(r)).or_default() += 1;
+        }
+        for (k, n) in counts {
+            kinds.set_item(k, n)?;
+        }
+        Ok((bad.rows.len(), bad.rows.last().map_or(0, |r| r.line), kinds))
+    }
+
+    /// The first `limit` bad rows in file order (all of them: None), as
+    /// (line, row, offset, reason, raw, kafka_error, kind).
+    #[pyo3(signature = (limit=None))]
+    fn bad_rows<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Vec<BadRowTuple<'py>>> {
+        let bad = &mut self.data_mut()?.bad;
+        bad.sort();
+        let bad = &*bad;
+        let n = limit.map_or(bad.rows.len(), |l| l.min(bad.rows.len()));
+        Ok(bad.rows[..n].iter().map(|r| (
+            r.line, r.row, r.offset, PyString::new(py, bad.reason(r)), PyBytes::new(py, bad.raw(r)), r.kafka_error,
+            PyString::new(py, bad.kind(r)),
+        )).collect())
     }
 
     #[pyo3(signature = (slot, value, key=None))]
@@ -381,40 +410,23 @@ impl Producer {
         self.with(py, |p| Ok(p.partition_count()))
     }
 
-    /// Hands the batch's ready messages to librdkafka (waiting while its queue is full) and
-    /// returns the batch's id, by which `poll` reports it complete.
-    fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>) -> PyResult<u32> {
+    /// Hands the batch's ready messages to librdkafka (waiting while its queue is full), and
+    /// its bad rows as dead letters to `dead_letter_topic` when given (`source` the file's URL,
+    /// each row's bytes cut to `room`); returns the batch's id, by which `poll` reports it
+    /// complete once all of them are acknowledged.
+    #[pyo3(signature = (batch, dead_letter_topic=None, source=b"".as_slice(), room=0))]
+    fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>, dead_letter_topic: Option<&str>, source: &[u8], room: usize) -> PyResult<u32> {
+        let dead = dead_letter_topic.map(|t| -> PyResult<_> {
+            let topic = std::ffi::CString::new(t).map_err(|_| PyValueError::new_err(format!("invalid topic name {t:?}")))?;
+            Ok(Arc::new(deadletter::Target { topic, source: source.to_vec(), room }))
+        }).transpose()?;
         let mut b = batch.borrow_mut();
         if b.data.as_ref().is_some_and(|d| d.msgs.iter().any(|m| m.state == Slot::Pending)) {
             return Err(PyValueError::new_err("batch has undecided slots"));
         }
         let data = b.data.take().ok_or_else(|| PyValueError::new_err("batch already sent"))?;
         drop(b);
-        self.with(py, move |p| p.send(data))
-    }
-
-    /// The dead-letter records of `rows` (objects with line, row, offset, reason, raw and
-    /// kafka_error, as `ingest_worker.csv.encode.BadRow`), from the file `source`, each value
-    /// cut to `room` bytes: batch `batch` waits for them before it completes.
-    fn send_dead_letters(
-        &self, py: Python<'_>, batch: u32, topic: String, source: &[u8], room: usize, rows: Vec<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let mut letters = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let reason = r.getattr(intern!(py, "reason"))?;
-            let reason = reason.downcast::<PyString>()?.to_str()?;
-            let raw = r.getattr(intern!(py, "raw"))?;
-            let raw = raw.downcast::<PyBytes>()?;
-            letters.push(deadletter::dead_letter(&deadletter::BadRow {
-                line: r.getattr(intern!(py, "line"))?.extract()?,
-                row: r.getattr(intern!(py, "row"))?.extract()?,
-                offset: r.getattr(intern!(py, "offset"))?.extract()?,
-                reason: reason.as_bytes(),
-                raw: raw.as_bytes(),
-                kafka_error: r.getattr(intern!(py, "kafka_error"))?.extract()?,
-            }, source, room));
-        }
-        self.with(py, move |p| p.send_dead_letters(batch, &topic, letters))
+        self.with(py, move |p| p.send(data, dead))
     }
 
     /// Serves delivery reports for up to `timeout_ms`; returns the batches that completed.

@@ -15,10 +15,11 @@
 //!   which are simply re-sent). If it still fails alone it is a refusal, returned with its
 //!   batch, and the caller dead-letters the row. Anything else (authorization, a fatal producer
 //!   error) ends the run.
-//! * Dead-letter records belong to a batch too: the batch completes when they are acknowledged.
+//! * A batch's bad rows are produced with it, as dead letters (to the target `send` names),
+//!   read from the batch like its rows: the batch completes when they are acknowledged too.
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,15 +27,15 @@ use std::time::{Duration, Instant};
 use rdkafka_sys::bindings as rd;
 
 use crate::client::{cstring, err_name, msg_err, Client, Failure, ERR_MSG_SIZE_TOO_LARGE, ERR_QUEUE_FULL};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{letter, Target};
 use crate::encode::{BatchData, Slot};
 use crate::partition::Partitioner;
 
 const PARTITION_UA: i32 = -1;
 const COUNT_MAX_AGE: Duration = Duration::from_secs(30);
 const COUNT_RETRY: Duration = Duration::from_secs(5);
-/// Opaque batch id of dead-letter records (copied into librdkafka, kept here for re-sends).
-const DEAD: u32 = u32::MAX;
+/// Set in the opaque index of a dead letter: the rest is the row's index in the batch's bad rows.
+const DEAD_BIT: usize = 1 << 31;
 /// Opaque batch id of records no batch waits for (an exactly-once checkpoint record: the
 /// transaction's commit is what confirms it).
 const UNTRACKED: u32 = u32::MAX - 1;
@@ -102,6 +103,10 @@ fn unpack(op: usize) -> (u32, usize) {
     ((op >> 32) as u32, op & 0xffff_ffff)
 }
 
+fn is_dead(index: usize) -> bool {
+    index & DEAD_BIT != 0
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Handle {
     Main,
@@ -111,16 +116,11 @@ enum Handle {
 /// A batch between `send` and its completion.
 struct Inflight {
     data: Arc<BatchData>,
+    /// Where its bad rows go as dead letters (None: they are only counted).
+    dead: Option<Arc<Target>>,
     /// Its records (rows and dead letters) not yet acknowledged or refused.
     outstanding: usize,
     refusals: Vec<Refusal>,
-}
-
-/// A dead-letter record, kept for re-sends until acknowledged, and the batch it belongs to.
-struct Dead {
-    topic: Arc<CString>,
-    letter: DeadLetter,
-    batch: u32,
 }
 
 pub struct Producer {
@@ -136,8 +136,6 @@ pub struct Producer {
     budget: Duration,
     inflight: HashMap<u32, Inflight>,
     next_id: u32,
-    dead: HashMap<usize, Dead>,
-    next_dead: usize,
     /// Records sent alone through the isolated handle, not yet settled.
     alone: usize,
     last_progress: Instant,
@@ -183,8 +181,6 @@ impl Producer {
             budget: Duration::from_secs_f64(budget_s),
             inflight: HashMap::new(),
             next_id: 0,
-            dead: HashMap::new(),
-            next_dead: 0,
             alone: 0,
             last_progress: Instant::now(),
             fault_since: None,
@@ -319,8 +315,9 @@ impl Producer {
         self.count
     }
 
-    /// Hands every ready row of `batch` to librdkafka; returns the batch's id.
-    pub fn send(&mut self, batch: BatchData) -> Result<u32> {
+    /// Hands every ready row of `batch` to librdkafka, and its bad rows as dead letters to
+    /// `dead` when given; returns the batch's id.
+    pub fn send(&mut self, batch: BatchData, dead: Option<Arc<Target>>) -> Result<u32> {
         let id = self.next_id;
         self.next_id = if self.next_id + 1 >= UNTRACKED { 0 } else { self.next_id + 1 };
         let batch = Arc::new(batch);
@@ -328,7 +325,8 @@ impl Producer {
         if self.inflight.is_empty() {
             self.last_progress = Instant::now(); // the stall clock runs only while waiting
         }
-        self.inflight.insert(id, Inflight { data: Arc::clone(&batch), outstanding: ready.len(), refusals: Vec::new() });
+        let letters = if dead.is_some() { batch.bad.rows.len() } else { 0 };
+        self.inflight.insert(id, Inflight { data: Arc::clone(&batch), dead, outstanding: ready.len() + letters, refusals: Vec::new() });
         let targets = match (self.partitioner, self.partition_count()) {
             (Some(p), Some(count)) => {
                 let sticky = self.sticky % count;
@@ -339,6 +337,9 @@ impl Producer {
         };
         let items: Vec<(i32, u32, usize)> = ready.iter().zip(targets).map(|(&i, p)| (p, id, i)).collect();
         self.produce(Handle::Main, items)?;
+        for j in 0..letters {
+            self.produce_dead(id, j)?;
+        }
         Ok(id)
     }
 
@@ -456,37 +457,24 @@ impl Producer {
         }
     }
 
-    /// Dead-letter records (copied: kept for re-sends) of batch `batch`, which completes only
-    /// once they are acknowledged.
-    pub fn send_dead_letters(&mut self, batch: u32, topic: &str, letters: Vec<DeadLetter>) -> Result<()> {
-        // An error here ends the producer (the caller closes it): nothing is half-counted after.
-        let topic = Arc::new(cstring(topic).map_err(Stop::Config)?);
-        let f = self.inflight.get_mut(&batch).ok_or_else(|| Stop::Config(format!("no batch {batch} in flight")))?;
-        f.outstanding += letters.len();
-        for letter in letters {
-            let index = self.next_dead;
-            self.next_dead += 1;
-            self.dead.insert(index, Dead { topic: Arc::clone(&topic), letter, batch });
-            self.produce_dead(index)?;
-        }
-        Ok(())
-    }
-
-    fn produce_dead(&mut self, index: usize) -> Result<()> {
+    /// The dead letter of bad row `j` of batch `batch`: its value is read from the batch (kept
+    /// until the batch completes), its headers are copied.
+    fn produce_dead(&mut self, batch: u32, j: usize) -> Result<()> {
         loop {
-            let Dead { topic, letter: dl, .. } = &self.dead[&index];
+            let f = &self.inflight[&batch];
+            let to = f.dead.as_ref().expect("a batch with dead letters has a target");
+            let bad = &f.data.bad;
             let err = unsafe {
-                let hdrs = rd::rd_kafka_headers_new(dl.headers.len());
-                for (name, v) in &dl.headers {
+                let hdrs = rd::rd_kafka_headers_new(8);
+                let value = letter(bad, &bad.rows[j], to, |name, v| {
                     rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
-                }
+                });
                 let vus = [
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: topic.as_ptr() }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: to.topic.as_ptr() }),
                     vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
-                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: dl.value.as_ptr() as *mut c_void, size: dl.value.len() },
+                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: value.as_ptr() as *mut c_void, size: value.len() },
                     }),
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS, rd::rd_kafka_vu_s__bindgen_ty_1 { i: rd::RD_KAFKA_MSG_F_COPY as i32 }),
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(DEAD, index) as *mut c_void }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(batch, DEAD_BIT | j) as *mut c_void }),
                     vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADERS, rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs }),
                 ];
                 let e = rd::rd_kafka_produceva(self.main.rk(), vus.as_ptr(), vus.len());
@@ -503,11 +491,15 @@ impl Producer {
                 0 => return Ok(()),
                 ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
                 _ => {
-                    let topic = self.dead[&index].topic.to_string_lossy().into_owned();
+                    let topic = self.dead_topic(batch);
                     return Err(self.failure(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
                 }
             }
         }
+    }
+
+    fn dead_topic(&self, batch: u32) -> String {
+        self.inflight.get(&batch).and_then(|f| f.dead.as_ref()).map_or_else(String::new, |t| t.topic.to_string_lossy().into_owned())
     }
 
     /// Serves delivery reports for up to `timeout_ms` and returns the batches that completed.
@@ -522,9 +514,6 @@ impl Producer {
         for id in done {
             let f = self.inflight.remove(&id).expect("in flight");
             out.push((id, f.refusals));
-        }
-        if self.inflight.is_empty() {
-            self.dead.clear();
         }
         Ok(out)
     }
@@ -570,8 +559,7 @@ impl Producer {
             }
         }
         for op in acked {
-            let (b, i) = unpack(op);
-            let b = if b == DEAD { self.dead.remove(&i).map_or(DEAD, |d| d.batch) } else { b };
+            let (b, _) = unpack(op);
             if h == Handle::Isolated {
                 self.alone -= 1;
             }
@@ -592,15 +580,15 @@ impl Producer {
             }
             if retriable(f.err) {
                 resend.push(f);
-            } else if record_error(f.err) && b != DEAD {
+            } else if record_error(f.err) && !is_dead(i) {
                 if h == Handle::Main {
                     alone.push(f);
                 } else {
                     self.refuse(f.opaque, f.err);
                 }
             } else {
-                let topic = if b == DEAD {
-                    format!("the dead-letter topic {}", self.dead.get(&i).map_or_else(String::new, |d| d.topic.to_string_lossy().into_owned()))
+                let topic = if is_dead(i) {
+                    format!("the dead-letter topic {}", self.dead_topic(b))
                 } else {
                     format!("topic {}", self.topic)
                 };
@@ -616,9 +604,10 @@ impl Producer {
             if h == Handle::Isolated {
                 self.alone -= resend.len(); // counted again as they are produced
             }
-            let (dead, data): (Vec<Failure>, Vec<Failure>) = resend.into_iter().partition(|f| unpack(f.opaque).0 == DEAD);
+            let (dead, data): (Vec<Failure>, Vec<Failure>) = resend.into_iter().partition(|f| is_dead(unpack(f.opaque).1));
             for f in dead {
-                self.produce_dead(unpack(f.opaque).1)?;
+                let (b, i) = unpack(f.opaque);
+                self.produce_dead(b, i & !DEAD_BIT)?;
             }
             let items = data.iter().map(|f| { let (b, i) = unpack(f.opaque); (f.partition, b, i) }).collect();
             self.produce(h, items)?;
@@ -632,9 +621,9 @@ impl Producer {
     fn fail_transaction(&mut self, failed: Vec<Failure>) -> Result<()> {
         let mut other = None;
         for f in failed {
-            let (b, _) = unpack(f.opaque);
-            if b == DEAD || b == UNTRACKED {
-                other.get_or_insert((f.err, b));
+            let (b, i) = unpack(f.opaque);
+            if is_dead(i) || b == UNTRACKED {
+                other.get_or_insert((f.err, if b == UNTRACKED { "the checkpoint record" } else { "a dead letter" }));
                 continue;
             }
             if record_error(f.err) {
@@ -645,13 +634,12 @@ impl Producer {
             } else {
                 self.settle_one(b);
                 if f.err != ERR_INVALID_DIFFERENT_RECORD {
-                    other.get_or_insert((f.err, b));
+                    other.get_or_insert((f.err, "a row"));
                 }
             }
         }
         match other {
-            Some((err, b)) => {
-                let what = if b == UNTRACKED { "the checkpoint record" } else if b == DEAD { "a dead letter" } else { "a row" };
+            Some((err, what)) => {
                 Err(Stop::Transaction(format!("delivery of {what} failed: {}", err_name(err))))
             }
             None => Ok(()),

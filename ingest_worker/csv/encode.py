@@ -7,10 +7,12 @@ quoted with doubled quotes) keeps its slot in the batch and comes here, to Pytho
 module, which splits it or says exactly what is wrong with it; its fields then go back to the
 same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro), which
 names the column a value does not convert for. A record the core split without doubt but whose
-field count is wrong or whose value does not convert is a bad row at once (``Batch.bad``):
-Python's csv would split it the same, so the exact path could only say the same; its reason is
-worded here, by the same two functions. Dialects with an escape character, and encodings other
-than UTF-8, go the exact path record by record.
+field count is wrong or whose value does not convert is a bad row at once, worded by the core
+as :func:`fields_reason` and :func:`column_reason` word the exact path's: Python's csv would
+split it the same, so the exact path could only say the same. Every bad row, whoever found it,
+is kept in the batch (``Batch.set_aside``), which produces its dead letter with the batch's
+messages. Dialects with an escape character, and encodings other than UTF-8, go the exact path
+record by record.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import csv
 import io
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from csvkafka_core import Batch, Encoder
 
+from ingest_worker.badrows import BadRow, BadRows
 from ingest_worker.csv.chunks import Chunk
 from ingest_worker.csv.dialect import Layout, is_blank_record, strip_eol
 
@@ -41,23 +44,6 @@ def _raise_field_size_limit() -> None:
 _raise_field_size_limit()
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, per bad row
-class BadRow:
-    """A row set aside: the CSV or a conversion failed, or Kafka refused its message."""
-
-    line: int
-    """Physical line (1-based) where the record starts."""
-    row: int
-    """Data row number (1-based, header and blank lines excluded)."""
-    offset: int
-    """Byte offset of the record in the (uncompressed) file."""
-    reason: str
-    raw: bytes
-    """The record's bytes, without its line terminator."""
-    kafka_error: int | None = None
-    """Kafka's error code, when Kafka refused the row's message."""
-
-
 def fields_reason(expected: int, found: int) -> str:
     return f"expected {expected} fields, found {found}"
 
@@ -66,19 +52,31 @@ def column_reason(column: str, why: str, value: str) -> str:
     return f"column {column!r}: {why}: {value!r}"
 
 
-def offset_of(b: BadRow) -> int:
-    """The sort key of bad rows in file order."""
-    return b.offset
+class Bad(NamedTuple):
+    """Why the exact path sets a record aside."""
+
+    reason: str
+
+
+def bad_rows(batch: Batch, limit: int | None = None) -> BadRows:
+    """The batch's bad rows, with the first ``limit`` as rows (every one: None)."""
+    count, last_line, kinds = batch.bad_summary()
+    if not count:
+        return BadRows()
+    rows = [BadRow(*t) for t in batch.bad_rows(limit)] if limit != 0 else []
+    return BadRows(count, last_line, kinds, rows)
 
 
 @dataclass
 class Encoded:
-    """The messages of a chunk (ready to send) and its bad rows."""
+    """The messages of a chunk (ready to send) and its bad rows (in the batch)."""
 
     batch: Batch
     rows_read: int
-    bad: list[BadRow]
     keyed: bool = True
+
+    def bad(self, limit: int | None = None) -> BadRows:
+        return bad_rows(self.batch, limit)
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -121,32 +119,17 @@ class ChunkEncoder:
         if self.encoder is None or not self.vectorised:
             return self._encode_exact(chunk)
         data = chunk.data
-        batch = self.encoder.encode(data, chunk.start_offset, chunk.start_line)
-        bad: list[BadRow] = []
+        batch = self.encoder.encode(data, chunk.start_offset, chunk.start_line, chunk.start_row)
         for slot, start, end, line, row in batch.exact():
-            got = self.exact_record(data[start:end], line, chunk.start_row + row,
-                                    chunk.start_offset + start)
-            if isinstance(got, BadRow):
+            rec = data[start:end]
+            offset = chunk.start_offset + start
+            got = self.exact_record(rec, line, offset)
+            if isinstance(got, Bad):
                 batch.reject(slot)
-                bad.append(got)
+                batch.set_aside(line, chunk.start_row + row, offset, got.reason, strip_eol(rec))
             else:
                 batch.fill(slot, *got)
-        found = batch.bad()  # rows plainly bad: the core rejected them, the reason is worded here
-        if found:
-            columns = self.layout.columns
-            doubtful = bool(bad)
-            for start, end, line, row, fields, value in found:
-                if value is None:
-                    assert fields is not None  # one of the two is set
-                    reason = fields_reason(len(columns), fields)
-                else:
-                    ci, why, v0, v1 = value
-                    reason = column_reason(columns[ci], why, data[v0:v1].decode())
-                bad.append(BadRow(line, chunk.start_row + row, chunk.start_offset + start, reason,
-                                  strip_eol(data[start:end])))
-            if doubtful:  # two runs in file order, merged
-                bad.sort(key=offset_of)
-        return Encoded(batch, batch.rows_read, bad, keyed=bool(self.key_idx))
+        return Encoded(batch, batch.rows_read, keyed=bool(self.key_idx))
 
     def _encode_exact(self, chunk: Chunk) -> Encoded:
         """Every record through Python's csv (records cut by the reader: ``chunk.records``)."""
@@ -155,7 +138,7 @@ class ChunkEncoder:
         rows: list[int] = []
         lines: list[int] = []
         offsets: list[int] = []
-        bad: list[BadRow] = []
+        bad: list[tuple[int, int, int, str, bytes]] = []
         rows_read = 0
         line = chunk.start_line
         pos = 0
@@ -166,9 +149,10 @@ class ChunkEncoder:
                 continue
             rows_read += 1
             offset = chunk.start_offset + start
-            got = self.exact_record(rec, rec_line, chunk.start_row + rows_read, offset)
-            if isinstance(got, BadRow):
-                bad.append(got)
+            got = self.exact_record(rec, rec_line, offset)
+            if isinstance(got, Bad):
+                bad.append((rec_line, chunk.start_row + rows_read, offset, got.reason,
+                            strip_eol(rec)))
                 continue
             values.append(got[0])
             keys.append(got[1] or b"")
@@ -177,38 +161,34 @@ class ChunkEncoder:
             offsets.append(offset)
         batch = Batch.from_messages(values, keys if self.key_idx else None, rows, lines, offsets,
                                     rows_read)
-        return Encoded(batch, rows_read, bad, keyed=bool(self.key_idx))
+        for b in bad:
+            batch.set_aside(*b)
+        return Encoded(batch, rows_read, keyed=bool(self.key_idx))
 
-    def exact_record(
-        self, rec: bytes, line: int, row: int, offset: int
-    ) -> tuple[bytes, bytes | None] | BadRow:
+    def exact_record(self, rec: bytes, line: int, offset: int) -> tuple[bytes, bytes | None] | Bad:
         """One record with Python's csv: its (value, key), or why it is a bad row."""
         layout = self.layout
         raw = strip_eol(rec)
-
-        def bad(reason: str) -> BadRow:
-            return BadRow(line, row, offset, reason, raw)
-
         try:
             text = raw.decode(layout.encoding)
         except UnicodeDecodeError as err:
-            return bad(f"invalid {layout.encoding} at byte {err.start} of the row")
+            return Bad(f"invalid {layout.encoding} at byte {err.start} of the row")
         try:
             rows = list(csv.reader(io.StringIO(text, newline=""), **self.dialect))
         except csv.Error as err:
             if "unexpected end of data" in str(err):
-                return bad("unterminated quoted field at end of file")
-            return bad(f"malformed CSV: {err}")
+                return Bad("unterminated quoted field at end of file")
+            return Bad(f"malformed CSV: {err}")
         if len(rows) != 1:
-            return bad(f"malformed CSV: one record expected, found {len(rows)}")
+            return Bad(f"malformed CSV: one record expected, found {len(rows)}")
         fields = rows[0]
         columns = layout.columns
         if len(fields) != len(columns):
-            return bad(fields_reason(len(columns), len(fields)))
+            return Bad(fields_reason(len(columns), len(fields)))
         assert self.encoder is not None  # a file with no columns has no rows to encode
         value, key, refused = self.encoder.encode_fields(fields, line, offset)
         if refused is not None:
             ci, reason = refused
-            return bad(column_reason(columns[ci], reason, fields[ci]))
+            return Bad(column_reason(columns[ci], reason, fields[ci]))
         assert value is not None
         return value, key

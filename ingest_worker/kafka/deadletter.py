@@ -1,7 +1,8 @@
 """The dead-letter record: one per bad row, whatever set it aside (the CSV, a conversion, Kafka).
 
-The compiled core builds it (``core/src/deadletter.rs``, a chunk's in one call: ``RowProducer.
-send_dead_letters``), and its header names come from there; the verifier reads them here:
+The compiled core builds it (``core/src/deadletter.rs``) from the row's batch, as it produces the
+batch (``RowProducer.send``), and its header names come from there; the verifier reads them
+here:
 
 * **value**: the row's bytes as in the file, without the line terminator; cut to fit when the
   row is larger than the dead-letter topic takes (``truncated``/``original-length`` say so);

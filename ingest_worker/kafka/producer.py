@@ -5,24 +5,21 @@ Every delivery report is counted in the core, against its batch, with no Python 
 PERF-NOTES); ``poll`` returns the batches whose every row is acknowledged, so a worker streams
 without stopping to flush. Failures retrying can cure are re-sent, the same bytes to the same
 partition, with exponential backoff and jitter, until the retry budget is spent
-(``KafkaUnavailable``). A row Kafka refuses on its own (too large, invalid for the topic) comes
-back with its batch as a refusal, to be dead-lettered; ``core/src/producer.rs`` has the whole
-policy.
+(``KafkaUnavailable``). A batch's bad rows go with it, as dead letters, and it completes once
+they are acknowledged too. A row Kafka refuses on its own (too large, invalid for the topic)
+comes back with its batch as a refusal, to be set aside in a batch of its own;
+``core/src/producer.rs`` has the whole policy.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from csvkafka_core import Batch, KafkaUnavailable, Producer, ProducerFenced, TransactionFailed
 
 from ingest_worker.kafka.deadletter import DEFAULT_MAX_BYTES, value_room
-
-if TYPE_CHECKING:
-    from ingest_worker.csv.encode import BadRow
 
 __all__ = ["BLACK_HOLE_DETECTION_S", "DEFAULT_PRODUCER_CONFIG", "KafkaUnavailable",
            "ProducerFenced", "ProducerPool", "Refusal", "RowProducer", "TransactionFailed",
@@ -95,23 +92,14 @@ class RowProducer:
         first send does not wait for it."""
         self.core.warm_up()
 
-    def send(self, batch: Batch) -> int:
-        """Hands the batch to librdkafka (waiting while its queue is full) and returns its id.
-        The batch is the producer's from here on."""
+    def send(self, batch: Batch, dead_letter_topic: str | None = None,
+             source_url: str = "") -> int:
+        """Hands the batch to librdkafka (waiting while its queue is full), its bad rows as dead
+        letters (see :mod:`ingest_worker.kafka.deadletter`) to ``dead_letter_topic`` when given,
+        and returns its id. The batch is the producer's from here on."""
         try:
-            return self.core.send(batch)
-        finally:
-            self._forward_logs()
-
-    def send_dead_letters(self, batch: int, topic: str, source_url: str,
-                          bad: Sequence[BadRow]) -> None:
-        """The dead-letter records of ``bad`` (see :mod:`ingest_worker.kafka.deadletter`), in
-        one call: batch ``batch`` waits for them before it completes."""
-        if not bad:
-            return
-        try:
-            self.core.send_dead_letters(batch, topic, source_url.encode(),
-                                        value_room(self.max_message_bytes), bad)
+            return self.core.send(batch, dead_letter_topic, source_url.encode(),
+                                  value_room(self.max_message_bytes))
         finally:
             self._forward_logs()
 

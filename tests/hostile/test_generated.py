@@ -182,7 +182,7 @@ def _worker_messages(
                             read_bytes=read_bytes):
         encoded = encoder.encode(chunk)
         good += [_Msg(v) for v in encoded.values]
-        bad += [_Msg(b.raw, [("offset", str(b.offset).encode())]) for b in encoded.bad]
+        bad += [_Msg(b.raw, [("offset", str(b.offset).encode())]) for b in encoded.bad().rows]
     return good, bad
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ingest_worker.api.spec import CsvIngestionSpec, ValueFormat
 from ingest_worker.csv.dialect import ConfigError, Layout
-from ingest_worker.csv.encode import BadRow, ChunkEncoder
+from ingest_worker.csv.encode import Bad, ChunkEncoder
 from ingest_worker.schema import avro, jsonschema
 from ingest_worker.schema.columns import ColumnType
 from ingest_worker.schema.infer import infer, sample_rows
@@ -68,7 +68,7 @@ def test_avro_values_decode_to_the_source_values(data: list[tuple[Any, ...]]) ->
     layout = Layout(columns=COLUMNS, column_types=dict(zip(COLUMNS, TYPES, strict=True)),
                     value_format="avro", frame=b"\0\0\0\0\7", id_prefix="p")
     enc = ChunkEncoder(layout).encode(whole_chunk(("\n".join(lines) + "\n").encode(), layout))
-    assert enc.bad == []
+    assert not enc.bad()
     schema = fastavro.parse_schema(avro.record_schema("t.R", COLUMNS, TYPES, ("_id",)))
     for value, (i, amount, day, at, note) in zip(enc.values, data, strict=True):
         assert parse_frame(value)[0] == 7
@@ -85,7 +85,7 @@ def test_a_value_avro_cannot_hold_is_a_bad_row_naming_the_column() -> None:
                     value_format="avro", include_event_id=False)
     enc = ChunkEncoder(layout).encode(whole_chunk(
         b"2024-01-01T00:00:00.1234567Z,1\n2024-01-01T00:00:00.1234560Z,2\n", layout))
-    assert [b.reason for b in enc.bad] == [
+    assert [b.reason for b in enc.bad().rows] == [
         "column 'at': finer than microseconds (Avro's timestamp-micros): "
         "'2024-01-01T00:00:00.1234567Z'"]
     assert len(enc.values) == 1
@@ -94,8 +94,8 @@ def test_a_value_avro_cannot_hold_is_a_bad_row_naming_the_column() -> None:
 def test_a_not_nullable_column_refuses_an_empty_field() -> None:
     strict = ColumnType("int", nullable=False)
     layout = Layout(columns=("n", "s"), column_types={"n": strict}, include_event_id=False)
-    got = ChunkEncoder(layout).exact_record(b" ,x", 1, 1, 0)
-    assert isinstance(got, BadRow)
+    got = ChunkEncoder(layout).exact_record(b" ,x", 1, 0)
+    assert isinstance(got, Bad)
     assert got.reason == "column 'n': empty value in a non-nullable column: ' '"
 
 

@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 
 import orjson
 
 from ingest_worker.badrows import (
     MAX_KINDS,
     OTHER,
+    BadRow,
     BadRowLog,
+    BadRows,
     LineBudget,
     pod_budget,
-    reason_kind,
 )
 from ingest_worker.logs import JsonFormatter
 
+FIELDS = "expected 3 fields, found 2"
 
-@dataclass(frozen=True)
-class Bad:
-    line: int
-    row: int
-    offset: int
-    reason: str
+
+def bad_row(line: int, reason: str = FIELDS, kind: str | None = None) -> BadRow:
+    return BadRow(line, line - 1, line * 10, reason, b"", None, reason if kind is None else kind)
+
+
+def chunk(rows: list[BadRow], shown: int | None = None) -> BadRows:
+    """A chunk's bad rows as the core reports them, the first ``shown`` as rows (all: None)."""
+    kinds: dict[str, int] = {}
+    for b in rows:
+        kinds[b.kind] = kinds.get(b.kind, 0) + 1
+    return BadRows(len(rows), rows[-1].line if rows else 0, kinds, rows[:shown])
 
 
 class Clock:
@@ -51,8 +57,8 @@ def _lines(out: io.StringIO) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in out.getvalue().splitlines()]
 
 
-def _bad(lines: range, reason: str = "expected 3 fields, found 2") -> list[Bad]:
-    return [Bad(line, line - 1, line * 10, reason) for line in lines]
+def _bad(lines: range, shown: int | None = None) -> BadRows:
+    return chunk([bad_row(line) for line in lines], shown)
 
 
 def test_the_first_n_are_logged_with_their_line_and_reason_then_only_counted() -> None:
@@ -60,7 +66,7 @@ def test_the_first_n_are_logged_with_their_line_and_reason_then_only_counted() -
     clock = Clock()
     log = BadRowLog(logger, LineBudget(3), every_s=10, clock=clock)
     log.add(_bad(range(2, 4)))
-    log.add(_bad(range(4, 9)))
+    log.add(_bad(range(4, 9), shown=2))  # the rest only counted: the log takes what it is given
     first = _lines(out)
     assert [e["line"] for e in first] == [2, 3, 4]
     assert first[0]["message"] == "Failed to parse row 2: expected 3 fields, found 2"
@@ -77,7 +83,8 @@ def test_one_summary_per_interval_with_counts_since_the_last_and_the_last_line()
         clock.now += 0.001
     assert _lines(out) == []
     clock.now += 9.5
-    log.add([Bad(1002, 1001, 10020, "column 'amount': not a float: 'x'")])
+    log.add(chunk([bad_row(1002, "column 'amount': not a float: 'x'",
+                           "column 'amount': not a float")]))
     (summary,) = _lines(out)
     assert summary["bad_rows"] == 1001 and summary["last_line"] == 1002
     assert summary["by_reason"] == {"expected 3 fields, found 2": 1000,
@@ -109,7 +116,7 @@ def test_close_writes_what_is_due_and_the_runs_totals_once() -> None:
 def test_a_run_without_bad_rows_writes_nothing() -> None:
     logger, out = _logger()
     log = BadRowLog(logger, LineBudget(100))
-    log.add([])
+    log.add(BadRows())
     log.tick()
     log.close()
     assert out.getvalue() == ""
@@ -138,21 +145,21 @@ def test_the_pods_budget_comes_from_the_environment_once() -> None:
         badrows._pod_budget = saved
 
 
-def test_reasons_count_by_kind_without_their_rows_values() -> None:
-    assert reason_kind("column 'amount': not a float: 'x1'") == "column 'amount': not a float"
-    assert reason_kind("invalid utf-8 at byte 7 of the row") == "invalid utf-8"
-    assert reason_kind("refused by Kafka: Broker: Message size too large") == "refused by Kafka"
-    assert reason_kind("malformed CSV: ',' expected after '\"'") == "malformed CSV"
-    assert reason_kind("expected 3 fields, found 5") == "expected 3 fields, found 5"
-    assert reason_kind("unterminated quoted field at end of file") == \
-        "unterminated quoted field at end of file"
+def test_chunks_merge_with_rows_refused_later_in_file_order() -> None:
+    enc = chunk([bad_row(2), bad_row(9)])
+    refused = chunk([bad_row(5, "refused by Kafka: MSG_SIZE_TOO_LARGE", "refused by Kafka")])
+    both = enc.merged(refused)
+    assert (both.count, both.last_line) == (3, 9)
+    assert both.kinds == {FIELDS: 2, "refused by Kafka": 1}
+    assert [b.line for b in both.rows] == [2, 5, 9]  # in file order
 
 
 def test_kinds_are_bounded() -> None:
     logger, out = _logger()
     clock = Clock()
     log = BadRowLog(logger, LineBudget(0), every_s=10, clock=clock)
-    log.add([Bad(i, i, i, f"expected 3 fields, found {i}") for i in range(4, 4 + 2 * MAX_KINDS)])
+    log.add(chunk([bad_row(i, f"expected 3 fields, found {i}")
+                   for i in range(4, 4 + 2 * MAX_KINDS)]))
     assert len(log.since) == MAX_KINDS and log.since[OTHER] == MAX_KINDS + 1
     log.close()
     total = _lines(out)[-1]

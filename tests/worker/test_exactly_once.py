@@ -87,7 +87,7 @@ def _kill_at_rows(cmd: list[str], cp: Path, targets: list[int], rng: random.Rand
             while proc.poll() is None and _row(cp) < targets[kills] and \
                     time.monotonic() < deadline:
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.1))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 kills += 1
@@ -111,7 +111,8 @@ def test_ten_sigkills_lose_nothing_and_duplicate_nothing(
     topic = new_topic(partitions=3)
     cp = tmp_path / "cp.json"
     cmd = _cli(csv, topic, kafka_bootstrap, unique_name("txn"), cp)
-    targets = sorted(int(rng.uniform(0.0, 0.9) * rows) for _ in range(10))
+    # Up to 80%: the last kill must land before the run ends (it does 1M rows/s on this host).
+    targets = sorted(int(rng.uniform(0.0, 0.8) * rows) for _ in range(10))
     kills, codes = _kill_at_rows(cmd, cp, targets, rng, tmp_path / "worker.log")
     final = json.loads(cp.read_text())["checkpoint"]
     assert final["done"] and final["row"] == rows

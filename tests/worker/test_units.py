@@ -34,8 +34,9 @@ from ingest_worker.csv.dialect import (
     python_records,
     read_header,
     resolve_layout,
+    strip_eol,
 )
-from ingest_worker.csv.encode import BadRow, ChunkEncoder, Encoded
+from ingest_worker.csv.encode import Bad, ChunkEncoder, Encoded
 from ingest_worker.kafka.producer import KafkaUnavailable, RowProducer, producer_config
 from ingest_worker.policy import MIN_ROWS_FOR_RATIO, over_budget
 
@@ -99,7 +100,7 @@ def test_cut_agrees_with_python_csv(rows: list[list[str]], eol: str, delim: str)
     layout = Layout(columns=("c0", "c1", "c2"), delimiter=delim, include_event_id=False,
                     include_metadata=True, source_url="u")
     enc = ChunkEncoder(layout).encode(whole_chunk(data, layout))
-    assert not enc.bad
+    assert not enc.bad()
     assert [orjson.loads(v) for v in enc.values] == [
         {"c0": a, "c1": b, "c2": c, "_source": "u", "_line": data[:s].count(b"\n") + 1}
         for (a, b, c), (s, _) in zip(expected, spans, strict=True)
@@ -125,7 +126,7 @@ def test_cut_unterminated_quote_at_end() -> None:
     layout = Layout(columns=("a", "b"), include_event_id=False)
     enc = ChunkEncoder(layout).encode(whole_chunk(data, layout))
     assert [orjson.loads(v) for v in enc.values] == [{"a": "a", "b": "b"}]
-    assert [(b.line, b.row, b.offset, b.reason, b.raw) for b in enc.bad] == [
+    assert bad_rows(enc) == [
         (2, 2, 4, "unterminated quoted field at end of file", b'c,"d\ne,f')]
 
 
@@ -166,21 +167,30 @@ def test_cut_chunks_cover_the_file_on_record_boundaries(
 # --- encoding: the compiled encoder, and Python's csv for the rest (ChunkEncoder) -----------------
 
 
+BadTuple = tuple[int, int, int, str, bytes]
+"""A bad row: (line, row, offset, reason, raw)."""
+
+
+def bad_rows(enc: Encoded) -> list[BadTuple]:
+    """The encoded chunk's bad rows, every one, as the core keeps them."""
+    return [(b.line, b.row, b.offset, b.reason, b.raw) for b in enc.bad().rows]
+
+
 def exact_messages(
     layout: Layout, chunk: Chunk
-) -> tuple[list[tuple[bytes, bytes | None]], list[BadRow]]:
+) -> tuple[list[tuple[bytes, bytes | None]], list[BadTuple]]:
     """The chunk's messages and bad rows as the exact path (Python's csv) makes them, one
     record at a time."""
     enc = ChunkEncoder(layout)
     good: list[tuple[bytes, bytes | None]] = []
-    bad: list[BadRow] = []
+    bad: list[BadTuple] = []
     pos, line, row = 0, chunk.start_line, chunk.start_row
     for rec in chunk.records(layout):
         if not is_blank_record(rec):
             row += 1
-            got = enc.exact_record(rec, line, row, chunk.start_offset + pos)
-            if isinstance(got, BadRow):
-                bad.append(got)
+            got = enc.exact_record(rec, line, chunk.start_offset + pos)
+            if isinstance(got, Bad):
+                bad.append((line, row, chunk.start_offset + pos, got.reason, strip_eol(rec)))
             else:
                 good.append(got)
         pos += len(rec)
@@ -225,7 +235,7 @@ def test_random_bytes_cut_and_encode_as_python_csv_does_record_by_record(data: b
     good, bad = exact_messages(layout, chunk)
     assert enc.values == [v for v, _ in good]
     assert enc.keys == [(k or b"").decode() for _, k in good]
-    assert enc.bad == bad
+    assert bad_rows(enc) == bad
 
 
 TYPED_VALUES = [
@@ -248,7 +258,7 @@ def test_typed_values_encode_as_the_exact_path(ctype: str) -> None:
     chunk = whole_chunk(data, layout)
     enc = ChunkEncoder(layout).encode(chunk)
     good, bad = exact_messages(layout, chunk)
-    assert enc.bad == bad
+    assert bad_rows(enc) == bad
     assert enc.values == [v for v, _ in good]
 
 
@@ -354,8 +364,8 @@ def test_header_only_and_empty() -> None:
 )
 def test_convert(value: str, ctype: ColumnType, expected: object) -> None:
     layout = Layout(columns=("v", "s"), column_types={"v": ctype}, include_event_id=False)
-    got = ChunkEncoder(layout).exact_record(f"{value},x".encode(), 1, 1, 0)
-    assert not isinstance(got, BadRow), got
+    got = ChunkEncoder(layout).exact_record(f"{value},x".encode(), 1, 0)
+    assert not isinstance(got, Bad), got
     assert orjson.loads(got[0]) == {"v": expected, "s": "x"}
 
 
@@ -371,8 +381,8 @@ def test_convert(value: str, ctype: ColumnType, expected: object) -> None:
 )
 def test_convert_rejects(value: str, ctype: ColumnType, reason: str) -> None:
     layout = Layout(columns=("v",), column_types={"v": ctype}, include_event_id=False)
-    got = ChunkEncoder(layout).exact_record(value.encode(), 1, 1, 0)
-    assert isinstance(got, BadRow)
+    got = ChunkEncoder(layout).exact_record(value.encode(), 1, 0)
+    assert isinstance(got, Bad)
     assert got.reason == f"column 'v': {reason}: {value!r}"
 
 
@@ -396,7 +406,7 @@ def test_compiled_and_exact_paths_give_identical_messages() -> None:
     enc = ChunkEncoder(LAYOUT).encode(chunk)
     assert enc.batch.exact() == []  # all three plainly valid: the compiled encoder took them
     good, bad = exact_messages(LAYOUT, chunk)
-    assert not bad and not enc.bad
+    assert not bad and not enc.bad()
     assert enc.values == [v for v, _ in good]  # byte for byte
     assert enc.keys == [(k or b"").decode() for _, k in good] == [
         "1|a, \"b\"", "2|été", "3|multi\nline"]
@@ -443,18 +453,22 @@ def test_bad_rows_get_exact_lines_and_reasons() -> None:
     # The doubtful records went to the exact path, which set them aside; the plainly bad ones
     # (a field count, an int) the compiled encoder set aside itself, with the same reasons.
     assert [line for _, _, _, line, _ in enc.batch.exact()] == [5, 7]
-    assert [line for _, _, line, _, _, _ in enc.batch.bad()] == [3, 4]
-    assert enc.bad == exact_messages(LAYOUT, whole_chunk(data, LAYOUT, line=2))[1]
+    assert bad_rows(enc) == exact_messages(LAYOUT, whole_chunk(data, LAYOUT, line=2))[1]
     assert enc.rows_read == 6
     assert len(enc.values) == 2
-    assert [(b.line, b.row) for b in enc.bad] == [(3, 2), (4, 3), (5, 4), (7, 6)]
-    reasons = [b.reason for b in enc.bad]
-    assert "expected 5 fields, found 3" in reasons[0]
-    assert "not an int" in reasons[1]
-    assert "invalid utf-8" in reasons[2]
-    assert "unterminated" in reasons[3]
-    assert enc.bad[0].raw == b"2,b,1"
-    assert [b.offset for b in enc.bad] == [data.index(p) for p in (b"2,b", b"x,c", b"4,", b'6,"')]
+    bad = enc.bad()
+    assert [(b.line, b.row) for b in bad.rows] == [(3, 2), (4, 3), (5, 4), (7, 6)]
+    assert [b.reason for b in bad.rows] == [
+        "expected 5 fields, found 3", "column 'id': not an int: 'x'",
+        "invalid utf-8 at byte 2 of the row", "unterminated quoted field at end of file"]
+    # Counted by kind: the reason without what is particular to the row.
+    assert (bad.count, bad.last_line) == (4, 7)
+    assert bad.kinds == {"expected 5 fields, found 3": 1, "column 'id': not an int": 1,
+                         "invalid utf-8": 1, "unterminated quoted field at end of file": 1}
+    assert bad.rows[0].raw == b"2,b,1"
+    assert [b.offset for b in bad.rows] == [data.index(p) for p in (b"2,b", b"x,c", b"4,", b'6,"')]
+    # Only as many as asked for become rows; the count and kinds are whole.
+    assert [b.line for b in enc.bad(2).rows] == [3, 4] and enc.bad(0).count == 4
     assert enc.batch.message_lines() == [2, 6]
 
 
@@ -463,7 +477,7 @@ def test_too_few_and_too_many_fields_that_balance_out_are_both_bad() -> None:
                     include_event_id=False)
     data = b"1,2,3\n4,5\n6,7,8,9\n10,11,12\n"
     enc = encode(data, layout, line=2)
-    assert [(b.line, b.reason) for b in enc.bad] == [
+    assert [(b.line, b.reason) for b in enc.bad().rows] == [
         (3, "expected 3 fields, found 2"), (4, "expected 3 fields, found 4")
     ]
     assert [orjson.loads(v)["a"] for v in enc.values] == ["1", "10"]
