@@ -152,11 +152,14 @@ def _seconds(text: str) -> float:
 
 def finished_rate(log: str) -> float:
     """Rows read per second of a worker's run, from the line it logs at the end ("Finished
-    file ... (Duration: 4.2s, Rows: 400000)"): the run itself, not the process's start."""
-    found = re.search(r"Finished file .*\(Duration: (\S+), Rows: (\d+)\)", log)
+    file ... (Duration: 4.2s, Rows: 400000)", and its ``duration_s`` to the millisecond): the
+    run itself, not the process's start."""
+    found = re.search(r"Finished file .*\(Duration: (\S+), Rows: (\d+)\).*", log)
     if not found:
         raise ValueError("no 'Finished file' line in the worker's log")
-    return int(found.group(2)) / max(_seconds(found.group(1)), 1e-3)
+    exact = re.search(r'"duration_s":\s*([0-9.]+)', found.group(0))
+    seconds = float(exact.group(1)) if exact else _seconds(found.group(1))
+    return int(found.group(2)) / max(seconds, 1e-3)
 
 
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:

@@ -490,7 +490,7 @@ class _Run:
             f"Finished file {source.url} (Duration: {fmt_duration(duration)}, "
             f"Rows: {cp.counters.rows_read})",
             extra={"rows_published": cp.counters.rows_published,
-                   "rows_failed": cp.counters.rows_failed},
+                   "rows_failed": cp.counters.rows_failed, "duration_s": round(duration, 3)},
         )
         self.store.final(cp, Outcome(True, summary))
         return IngestResult(True, EXIT_OK, summary, cp, duration)

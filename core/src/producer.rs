@@ -464,13 +464,16 @@ impl Producer {
             let f = &self.inflight[&batch];
             let to = f.dead.as_ref().expect("a batch with dead letters has a target");
             let bad = &f.data.bad;
+            // The topic's handle, looked up once (by name, librdkafka would look it up per record).
+            let name = to.topic.to_str().map_err(|_| Stop::Config("the dead-letter topic is not UTF-8".into()))?;
+            let rkt = self.main.topic(name).map_err(Stop::Config)?;
             let err = unsafe {
                 let hdrs = rd::rd_kafka_headers_new(8);
                 let value = letter(bad, &bad.rows[j], to, |name, v| {
                     rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
                 });
                 let vus = [
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: to.topic.as_ptr() }),
+                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_RKT, rd::rd_kafka_vu_s__bindgen_ty_1 { rkt }),
                     vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
                         mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: value.as_ptr() as *mut c_void, size: value.len() },
                     }),
