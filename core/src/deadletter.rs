@@ -3,7 +3,7 @@
 //! are documented, and its header names read by the verifier, in
 //! `ingest_worker/kafka/deadletter.py` (which takes them from `HEADERS`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 
 use crate::badrows::{BadRows, SetAside};
 
@@ -25,7 +25,7 @@ const TEXT_MAX: usize = 4096;
 /// Where a batch's dead letters go: the topic, the file they come from (the `source`
 /// header), and the most of a row's bytes a record holds.
 pub struct Target {
-    pub topic: CString,
+    pub topic: String,
     pub source: Vec<u8>,
     pub room: usize,
 }
@@ -69,7 +69,7 @@ mod tests {
     use super::*;
 
     fn build(bad: &BadRows, room: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-        let to = Target { topic: CString::new("dlq").unwrap(), source: b"s3://b/f.csv".to_vec(), room };
+        let to = Target { topic: "dlq".into(), source: b"s3://b/f.csv".to_vec(), room };
         let mut headers = Vec::new();
         let value = letter(bad, &bad.rows[0], &to, |k, v| headers.push((k.to_str().unwrap().to_string(), v.to_vec())));
         (value.to_vec(), headers)

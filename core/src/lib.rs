@@ -272,12 +272,15 @@ impl Batch {
     /// The bad rows: (count, line of the last, {kind: count}).
     fn bad_summary<'py>(&mut self, py: Python<'py>) -> PyResult<(usize, u64, Bound<'py, PyDict>)> {
         let bad = &mut self.data_mut()?.bad;
-        bad.sort();
+        let counts = py.allow_threads(|| {
+            bad.sort();
+            let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for r in &bad.rows {
+                *counts.entry(bad.kind(r)).or_default() += 1;
+            }
+            counts.into_iter().map(|(k, n)| (k.to_owned(), n)).collect::<Vec<_>>()
+        });
         let kinds = PyDict::new(py);
-        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for r in &bad.rows {
-            *counts.entry(bad.kind(r)).or_default() += 1;
-        }
         for (k, n) in counts {
             kinds.set_item(k, n)?;
         }
@@ -416,10 +419,7 @@ impl Producer {
     /// complete once all of them are acknowledged.
     #[pyo3(signature = (batch, dead_letter_topic=None, source=b"".as_slice(), room=0))]
     fn send(&self, py: Python<'_>, batch: &Bound<'_, Batch>, dead_letter_topic: Option<&str>, source: &[u8], room: usize) -> PyResult<u32> {
-        let dead = dead_letter_topic.map(|t| -> PyResult<_> {
-            let topic = std::ffi::CString::new(t).map_err(|_| PyValueError::new_err(format!("invalid topic name {t:?}")))?;
-            Ok(Arc::new(deadletter::Target { topic, source: source.to_vec(), room }))
-        }).transpose()?;
+        let dead = dead_letter_topic.map(|t| Arc::new(deadletter::Target { topic: t.to_owned(), source: source.to_vec(), room }));
         let mut b = batch.borrow_mut();
         if b.data.as_ref().is_some_and(|d| d.msgs.iter().any(|m| m.state == Slot::Pending)) {
             return Err(PyValueError::new_err("batch has undecided slots"));

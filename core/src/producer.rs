@@ -337,8 +337,8 @@ impl Producer {
         };
         let items: Vec<(i32, u32, usize)> = ready.iter().zip(targets).map(|(&i, p)| (p, id, i)).collect();
         self.produce(Handle::Main, items)?;
-        for j in 0..letters {
-            self.produce_dead(id, j)?;
+        if letters > 0 {
+            self.produce_dead(id, 0..letters)?;
         }
         Ok(id)
     }
@@ -457,52 +457,53 @@ impl Producer {
         }
     }
 
-    /// The dead letter of bad row `j` of batch `batch`: its value is read from the batch (kept
-    /// until the batch completes), its headers are copied.
-    fn produce_dead(&mut self, batch: u32, j: usize) -> Result<()> {
-        loop {
-            let f = &self.inflight[&batch];
-            let to = f.dead.as_ref().expect("a batch with dead letters has a target");
-            let bad = &f.data.bad;
-            // The topic's handle, looked up once (by name, librdkafka would look it up per record).
-            let name = to.topic.to_str().map_err(|_| Stop::Config("the dead-letter topic is not UTF-8".into()))?;
-            let rkt = self.main.topic(name).map_err(Stop::Config)?;
-            let err = unsafe {
-                let hdrs = rd::rd_kafka_headers_new(8);
-                let value = letter(bad, &bad.rows[j], to, |name, v| {
-                    rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
-                });
-                let vus = [
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_RKT, rd::rd_kafka_vu_s__bindgen_ty_1 { rkt }),
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
-                        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: value.as_ptr() as *mut c_void, size: value.len() },
-                    }),
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(batch, DEAD_BIT | j) as *mut c_void }),
-                    vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADERS, rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs }),
-                ];
-                let e = rd::rd_kafka_produceva(self.main.rk(), vus.as_ptr(), vus.len());
-                if e.is_null() {
-                    0
-                } else {
-                    let code = rd::rd_kafka_error_code(e) as i32;
-                    rd::rd_kafka_error_destroy(e);
-                    rd::rd_kafka_headers_destroy(hdrs); // not taken over on failure
-                    code
-                }
-            };
-            match err {
-                0 => return Ok(()),
-                ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
-                _ => {
-                    let topic = self.dead_topic(batch);
-                    return Err(self.failure(format!("cannot produce to the dead-letter topic {topic}: {}", err_name(err))));
+    /// The dead letters of bad rows `rows` of batch `batch`: their values are read from the
+    /// batch (kept until it completes), their headers are copied.
+    fn produce_dead(&mut self, batch: u32, rows: impl IntoIterator<Item = usize>) -> Result<()> {
+        let f = &self.inflight[&batch];
+        let (data, to) = (Arc::clone(&f.data), Arc::clone(f.dead.as_ref().expect("a batch with dead letters has a target")));
+        // The topic's handle, once (by name, librdkafka would look the topic up per record).
+        let rkt = self.main.topic(&to.topic).map_err(Stop::Config)?;
+        let bad = &data.bad;
+        for j in rows {
+            loop {
+                let err = unsafe {
+                    let hdrs = rd::rd_kafka_headers_new(8);
+                    let value = letter(bad, &bad.rows[j], &to, |name, v| {
+                        rd::rd_kafka_header_add(hdrs, name.as_ptr(), -1, v.as_ptr() as *const c_void, v.len() as isize);
+                    });
+                    let vus = [
+                        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_RKT, rd::rd_kafka_vu_s__bindgen_ty_1 { rkt }),
+                        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, rd::rd_kafka_vu_s__bindgen_ty_1 {
+                            mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: value.as_ptr() as *mut c_void, size: value.len() },
+                        }),
+                        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_OPAQUE, rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque(batch, DEAD_BIT | j) as *mut c_void }),
+                        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADERS, rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs }),
+                    ];
+                    let e = rd::rd_kafka_produceva(self.main.rk(), vus.as_ptr(), vus.len());
+                    if e.is_null() {
+                        0
+                    } else {
+                        let code = rd::rd_kafka_error_code(e) as i32;
+                        rd::rd_kafka_error_destroy(e);
+                        rd::rd_kafka_headers_destroy(hdrs); // not taken over on failure
+                        code
+                    }
+                };
+                match err {
+                    0 => break,
+                    ERR_QUEUE_FULL => self.wait_for_room(Handle::Main)?,
+                    _ => {
+                        return Err(self.failure(format!("cannot produce to the dead-letter topic {}: {}", to.topic, err_name(err))));
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     fn dead_topic(&self, batch: u32) -> String {
-        self.inflight.get(&batch).and_then(|f| f.dead.as_ref()).map_or_else(String::new, |t| t.topic.to_string_lossy().into_owned())
+        self.inflight.get(&batch).and_then(|f| f.dead.as_ref()).map_or_else(String::new, |t| t.topic.clone())
     }
 
     /// Serves delivery reports for up to `timeout_ms` and returns the batches that completed.
@@ -610,7 +611,7 @@ impl Producer {
             let (dead, data): (Vec<Failure>, Vec<Failure>) = resend.into_iter().partition(|f| is_dead(unpack(f.opaque).1));
             for f in dead {
                 let (b, i) = unpack(f.opaque);
-                self.produce_dead(b, i & !DEAD_BIT)?;
+                self.produce_dead(b, [i & !DEAD_BIT])?;
             }
             let items = data.iter().map(|f| { let (b, i) = unpack(f.opaque); (f.partition, b, i) }).collect();
             self.produce(h, items)?;
