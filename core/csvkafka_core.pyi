@@ -66,6 +66,7 @@ class Batch:
         reason: str,
         raw: bytes,
         kafka_error: int | None = None,
+        kind: str | None = None,
     ) -> None: ...
     def bad_summary(self) -> tuple[int, int, dict[str, int]]:
         """(count, line of the last, {kind: count})."""

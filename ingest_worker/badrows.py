@@ -77,7 +77,7 @@ class BadRows:
     kinds: dict[str, int] = field(default_factory=dict)
     rows: list[BadRow] = field(default_factory=list)
     """In file order: the first of the chunk's (as many as were asked for), and every one Kafka
-    refused."""
+    refused once the chunk was sent (they come back in a batch of their own)."""
 
     def __len__(self) -> int:
         return self.count

@@ -43,9 +43,14 @@ impl BadRows {
         &self.reason(r)[..r.kind]
     }
 
-    /// A row whose reason is already worded (the exact path's, or Kafka's refusal).
-    pub fn push(&mut self, line: u64, row: u64, offset: u64, raw: &[u8], reason: &str, kafka_error: Option<i64>) {
-        let kind = reason_kind(reason);
+    /// A row whose reason is already worded (the exact path's, or Kafka's refusal), with its
+    /// kind when the caller knows it (a prefix of the reason), else as `reason_kind` reads it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(&mut self, line: u64, row: u64, offset: u64, raw: &[u8], reason: &str, kafka_error: Option<i64>, kind: Option<&str>) {
+        let kind = match kind {
+            Some(k) if reason.starts_with(k) => k.len(),
+            _ => reason_kind(reason),
+        };
         self.push_with(line, row, offset, raw, kafka_error, |out| {
             out.extend_from_slice(reason.as_bytes());
             kind
@@ -177,13 +182,15 @@ mod tests {
         let mut bad = BadRows::default();
         bad.push_value(9, 8, 200, b"8,x", "'amount'", "not an int", b"x");
         bad.push_fields(3, 2, 40, b"2", 2, 1);
-        bad.push(5, 4, 90, b"\"4", "unterminated quoted field at end of file", None);
+        bad.push(5, 4, 90, b"\"4", "unterminated quoted field at end of file", None, None);
+        bad.push(7, 6, 150, b"6,\"a: b\"\"\"", "column 'amount': not an int: 'a: b\"'", None, Some("column 'amount': not an int"));
         bad.sort();
         let got: Vec<(u64, &[u8], &str, &str)> = bad.rows.iter()
             .map(|r| (r.offset, bad.raw(r), bad.reason(r), bad.kind(r))).collect();
         assert_eq!(got, [
             (40, &b"2"[..], "expected 2 fields, found 1", "expected 2 fields, found 1"),
             (90, &b"\"4"[..], "unterminated quoted field at end of file", "unterminated quoted field at end of file"),
+            (150, &b"6,\"a: b\"\"\""[..], "column 'amount': not an int: 'a: b\"'", "column 'amount': not an int"),
             (200, &b"8,x"[..], "column 'amount': not an int: 'x'", "column 'amount': not an int"),
         ]);
     }

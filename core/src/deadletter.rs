@@ -96,7 +96,7 @@ mod tests {
     fn long_texts_are_cut_on_a_character_boundary() {
         let reason = "é".repeat(3000); // 6000 bytes
         let mut bad = BadRows::default();
-        bad.push(1, 1, 0, b"x", &reason, None);
+        bad.push(1, 1, 0, b"x", &reason, None, None);
         let (_, headers) = build(&bad, 100);
         assert_eq!(headers[0].1.len(), 4096);
         assert!(std::str::from_utf8(&headers[0].1).is_ok());
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn a_row_larger_than_the_room_is_cut_and_says_so() {
         let mut bad = BadRows::default();
-        bad.push(1, 1, 0, &[b'x'; 50], "refused by Kafka: MSG_SIZE_TOO_LARGE", Some(10));
+        bad.push(1, 1, 0, &[b'x'; 50], "refused by Kafka: MSG_SIZE_TOO_LARGE", Some(10), None);
         let (value, headers) = build(&bad, 20);
         assert_eq!(value.len(), 20);
         assert_eq!(names(&headers), ["reason", "source", "line", "row", "offset", "kafka-error", "truncated", "original-length"]);

@@ -262,10 +262,12 @@ impl Batch {
     }
 
     /// Sets a row aside whose reason is worded by the caller (the exact path's, or Kafka's
-    /// refusal): it joins the batch's bad rows, in file order by `offset`.
-    #[pyo3(signature = (line, row, offset, reason, raw, kafka_error=None))]
-    fn set_aside(&mut self, line: u64, row: u64, offset: u64, reason: &str, raw: &[u8], kafka_error: Option<i64>) -> PyResult<()> {
-        self.data_mut()?.bad.push(line, row, offset, raw, reason, kafka_error);
+    /// refusal): it joins the batch's bad rows, in file order by `offset`. `kind`, when given,
+    /// is the reason's start that rows failing the same way share (else read from its shape).
+    #[pyo3(signature = (line, row, offset, reason, raw, kafka_error=None, kind=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_aside(&mut self, line: u64, row: u64, offset: u64, reason: &str, raw: &[u8], kafka_error: Option<i64>, kind: Option<&str>) -> PyResult<()> {
+        self.data_mut()?.bad.push(line, row, offset, raw, reason, kafka_error, kind);
         Ok(())
     }
 

@@ -326,6 +326,7 @@ impl Producer {
             self.last_progress = Instant::now(); // the stall clock runs only while waiting
         }
         let letters = if dead.is_some() { batch.bad.rows.len() } else { 0 };
+        debug_assert!(batch.msgs.len() < DEAD_BIT && letters < DEAD_BIT, "indexes fit beside DEAD_BIT");
         self.inflight.insert(id, Inflight { data: Arc::clone(&batch), dead, outstanding: ready.len() + letters, refusals: Vec::new() });
         let targets = match (self.partitioner, self.partition_count()) {
             (Some(p), Some(count)) => {

@@ -3,16 +3,16 @@
 The compiled core (``csvkafka_core.Encoder``) encodes every record that is plainly valid in
 the doubled-quote dialect, UTF-8: the bulk of any file. A record it has the slightest doubt
 about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, a typed value
-quoted with doubled quotes) keeps its slot in the batch and comes here, to Python's own csv
+quoted with doubled quotes, or one that does not convert and is not ASCII) keeps its slot in the batch and comes here, to Python's own csv
 module, which splits it or says exactly what is wrong with it; its fields then go back to the
 same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro), which
 names the column a value does not convert for. A record the core split without doubt but whose
 field count is wrong or whose value does not convert is a bad row at once, worded by the core
 as :func:`fields_reason` and :func:`column_reason` word the exact path's: Python's csv would
 split it the same, so the exact path could only say the same. Every bad row, whoever found it,
-is kept in the batch (``Batch.set_aside``), which produces its dead letter with the batch's
-messages. Dialects with an escape character, and encodings other than UTF-8, go the exact path
-record by record.
+is kept in the batch (``Batch.set_aside``), with its kind (what the log counts by): the
+producer sends its dead letter with the batch's messages. Dialects with an escape character,
+and encodings other than UTF-8, go the exact path record by record.
 """
 
 from __future__ import annotations
@@ -48,14 +48,21 @@ def fields_reason(expected: int, found: int) -> str:
     return f"expected {expected} fields, found {found}"
 
 
+def column_kind(column: str, why: str) -> str:
+    """What rows whose value fails the same way share: the reason without the value."""
+    return f"column {column!r}: {why}"
+
+
 def column_reason(column: str, why: str, value: str) -> str:
-    return f"column {column!r}: {why}: {value!r}"
+    return f"{column_kind(column, why)}: {value!r}"
 
 
 class Bad(NamedTuple):
-    """Why the exact path sets a record aside."""
+    """Why the exact path sets a record aside, and the kind of that reason (None: the core
+    takes it from the reason's shape)."""
 
     reason: str
+    kind: str | None = None
 
 
 def bad_rows(batch: Batch, limit: int | None = None) -> BadRows:
@@ -126,7 +133,8 @@ class ChunkEncoder:
             got = self.exact_record(rec, line, offset)
             if isinstance(got, Bad):
                 batch.reject(slot)
-                batch.set_aside(line, chunk.start_row + row, offset, got.reason, strip_eol(rec))
+                batch.set_aside(line, chunk.start_row + row, offset, got.reason, strip_eol(rec),
+                                kind=got.kind)
             else:
                 batch.fill(slot, *got)
         return Encoded(batch, batch.rows_read, keyed=bool(self.key_idx))
@@ -138,7 +146,7 @@ class ChunkEncoder:
         rows: list[int] = []
         lines: list[int] = []
         offsets: list[int] = []
-        bad: list[tuple[int, int, int, str, bytes]] = []
+        bad: list[tuple[int, int, int, Bad, bytes]] = []
         rows_read = 0
         line = chunk.start_line
         pos = 0
@@ -151,8 +159,7 @@ class ChunkEncoder:
             offset = chunk.start_offset + start
             got = self.exact_record(rec, rec_line, offset)
             if isinstance(got, Bad):
-                bad.append((rec_line, chunk.start_row + rows_read, offset, got.reason,
-                            strip_eol(rec)))
+                bad.append((rec_line, chunk.start_row + rows_read, offset, got, strip_eol(rec)))
                 continue
             values.append(got[0])
             keys.append(got[1] or b"")
@@ -161,8 +168,8 @@ class ChunkEncoder:
             offsets.append(offset)
         batch = Batch.from_messages(values, keys if self.key_idx else None, rows, lines, offsets,
                                     rows_read)
-        for b in bad:
-            batch.set_aside(*b)
+        for line, row, offset, why, raw in bad:
+            batch.set_aside(line, row, offset, why.reason, raw, kind=why.kind)
         return Encoded(batch, rows_read, keyed=bool(self.key_idx))
 
     def exact_record(self, rec: bytes, line: int, offset: int) -> tuple[bytes, bytes | None] | Bad:
@@ -189,6 +196,7 @@ class ChunkEncoder:
         value, key, refused = self.encoder.encode_fields(fields, line, offset)
         if refused is not None:
             ci, reason = refused
-            return Bad(column_reason(columns[ci], reason, fields[ci]))
+            column = columns[ci]
+            return Bad(column_reason(column, reason, fields[ci]), column_kind(column, reason))
         assert value is not None
         return value, key

@@ -472,6 +472,16 @@ def test_bad_rows_get_exact_lines_and_reasons() -> None:
     assert enc.batch.message_lines() == [2, 6]
 
 
+def test_a_value_with_a_colon_counts_under_its_columns_kind_on_both_paths() -> None:
+    """The log counts bad rows by kind: the core's (an unquoted value) and the exact path's (a
+    value with doubled quotes) agree, whatever the value holds."""
+    layout = Layout(columns=("n", "s"), column_types={"n": "int"}, include_event_id=False)
+    bad = encode(b'x: y,a\n"x: ""y""",b\n', layout).bad()
+    assert [b.reason for b in bad.rows] == ["column 'n': not an int: 'x: y'",
+                                            "column 'n': not an int: 'x: \"y\"'"]
+    assert bad.kinds == {"column 'n': not an int": 2}
+
+
 def test_too_few_and_too_many_fields_that_balance_out_are_both_bad() -> None:
     layout = Layout(columns=("a", "b", "c"), include_metadata=False,
                     include_event_id=False)
