@@ -385,8 +385,9 @@ class _Run:
             max_rows = tuning.max_chunk_rows or max(1000, spec.checkpoint.every_rows // TXN_CHUNKS)
         else:
             window = max(2, tuning.window_per_worker * len(self.workers))
-            # A crash re-sends at most the unsaved rows below the watermark (< every_rows / 2,
-            # see save_rows) plus the chunks in the window: size chunks so both fit in every_rows.
+            # A crash re-sends at most the unsaved rows below the watermark (every_rows / 2, see
+            # save_rows, and the chunk that crosses it) plus the chunks in the window: size
+            # chunks so that both fit in every_rows and a chunk.
             max_rows = tuning.max_chunk_rows or max(1000,
                                                     spec.checkpoint.every_rows // (2 * window))
         reader = _Reader(source, self, start, self.span.end, max_rows, window)

@@ -3,16 +3,17 @@
 The compiled core (``csvkafka_core.Encoder``) encodes every record that is plainly valid in
 the doubled-quote dialect, UTF-8: the bulk of any file. A record it has the slightest doubt
 about (a quote inside an unquoted field, a bare CR, invalid UTF-8, a NUL, a typed value
-quoted with doubled quotes, or one that does not convert and is not ASCII) keeps its slot in the batch and comes here, to Python's own csv
-module, which splits it or says exactly what is wrong with it; its fields then go back to the
-same encoder (``encode_fields``: the same conversion rules and bytes, JSON or Avro), which
-names the column a value does not convert for. A record the core split without doubt but whose
-field count is wrong or whose value does not convert is a bad row at once, worded by the core
-as :func:`fields_reason` and :func:`column_reason` word the exact path's: Python's csv would
-split it the same, so the exact path could only say the same. Every bad row, whoever found it,
-is kept in the batch (``Batch.set_aside``), with its kind (what the log counts by): the
-producer sends its dead letter with the batch's messages. Dialects with an escape character,
-and encodings other than UTF-8, go the exact path record by record.
+quoted with doubled quotes, or one that does not convert and is not ASCII) keeps its slot in
+the batch and comes here, to Python's own csv module, which splits it or says exactly what is
+wrong with it; its fields then go back to the same encoder (``encode_fields``: the same
+conversion rules and bytes, JSON or Avro), which names the column a value does not convert
+for. A record the core split without doubt but whose field count is wrong or whose value does
+not convert is a bad row at once, worded by the core as :func:`fields_reason` and
+:func:`column_reason` word the exact path's: Python's csv would split it the same, so the exact
+path could only say the same. Every bad row, whoever found it, is kept in the batch
+(``Batch.set_aside``), with its kind (what the log counts by): the producer sends its dead
+letter with the batch's messages. Dialects with an escape character, and encodings other than
+UTF-8, go the exact path record by record.
 """
 
 from __future__ import annotations

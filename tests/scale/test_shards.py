@@ -124,5 +124,9 @@ def test_pods_of_a_sharded_run_killed_five_times_lose_nothing(
     ids = Counter(int(json.loads(m.value())["id"]) for m in messages)
     assert set(ids) == set(range(KILL_ROWS)), "rows lost"
     duplicates = sum(ids.values()) - KILL_ROWS
-    record_figure("sharded run, 5 kills: duplicates", f"{duplicates} (bound {KILLS * EVERY_ROWS})")
-    assert duplicates <= KILLS * EVERY_ROWS, (duplicates, kills)
+    # A kill re-sends at most the unsaved rows below the watermark (a save every half interval,
+    # taken a chunk at a time) and the chunks in flight (half an interval): one interval and one
+    # chunk (ingest_worker/run.py; one worker: 2 chunks in flight of EVERY_ROWS / 4 rows).
+    bound = KILLS * (EVERY_ROWS + EVERY_ROWS // 4)
+    record_figure("sharded run, 5 kills: duplicates", f"{duplicates} (bound {bound})")
+    assert duplicates <= bound, (duplicates, kills)
